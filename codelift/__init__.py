@@ -1,0 +1,1 @@
+"""Shared core of CodeLift: settings, database, API keys and the command line."""

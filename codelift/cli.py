@@ -1,0 +1,127 @@
+"""The ``codelift`` command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Annotated
+
+import typer
+from sqlalchemy.orm import Session
+
+from codelift.auth.keys import UnknownApiKeyError, create_api_key, list_api_keys, revoke_api_key
+from codelift.auth.models import Scope
+from codelift.db.connection import libpq_conninfo, make_engine
+from codelift.db.embedded import database_url
+from codelift.db.migrate import current_revision, head_revision, upgrade
+from codelift.db.partitions import maintain_for_settings
+from codelift.settings import get_database_settings
+
+app = typer.Typer(no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema and partitions.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys for the collector and the gateway.")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Migrate the database to the newest schema and create the coming days' partitions."""
+    _setup_logging()
+    settings = get_database_settings()
+    with database_url(settings) as url:
+        upgrade(url, revision)
+        plan = maintain_for_settings(libpq_conninfo(url), settings, today=_today(), drop_old=False)
+        typer.echo(f"database at {current_revision(url)}; {len(plan.create)} partitions created")
+
+
+@db_app.command("maintain")
+def db_maintain() -> None:
+    """Create partitions ahead of time and drop those older than the retention period."""
+    _setup_logging()
+    settings = get_database_settings()
+    with database_url(settings) as url:
+        plan = maintain_for_settings(libpq_conninfo(url), settings, today=_today())
+    typer.echo(
+        f"created {len(plan.create)} partitions, dropped {len(plan.drop)} "
+        f"(retention {settings.retention_days} days)"
+    )
+    for table, day in plan.drop:
+        typer.echo(f"  dropped {table} {day:%Y-%m-%d}")
+
+
+@app.command("collector")
+def collector(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes; 0 = one per core.")] = None,
+) -> None:
+    """Serve the collector (POST /v1/events) until interrupted."""
+    from collector.config import get_settings
+    from collector.server import serve
+
+    settings = get_settings()
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    _setup_logging(settings.log_level)
+    embedded = not settings.database_url
+    with database_url(settings) as url:
+        if embedded:
+            # The embedded database is this machine's own: keep it at the newest schema.
+            upgrade(url)
+        elif current_revision(url) != head_revision(url):
+            raise typer.BadParameter(
+                f"database is at revision {current_revision(url)}, code expects {head_revision(url)}: "
+                "run `codelift db upgrade` first",
+                param_hint="CODELIFT_DATABASE_URL",
+            )
+        serve(settings.model_copy(update={"database_url": url}))
+
+
+def _session_for(url: str) -> Session:
+    return Session(make_engine(url, pool_size=1))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    scope: Annotated[
+        list[Scope] | None, typer.Option("--scope", help="Repeat for several; default: ingest.")
+    ] = None,
+) -> None:
+    """Create an API key and print it; it is shown this once and never stored."""
+    scopes = scope or [Scope.INGEST]
+    with database_url(get_database_settings()) as url, _session_for(url) as session:
+        key, secret = create_api_key(session, name=name, scopes=scopes)
+        session.commit()
+        typer.echo(f"created key {key.id} ({key.name}, scopes: {', '.join(key.scopes)})", err=True)
+        typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    with database_url(get_database_settings()) as url, _session_for(url) as session:
+        for key in list_api_keys(session):
+            state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            typer.echo(f"{key.id:>5}  {key.prefix}…  {key.name:<30} {','.join(key.scopes):<20} {state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).")]) -> None:
+    """Revoke an API key; collectors stop accepting it within seconds."""
+    with database_url(get_database_settings()) as url, _session_for(url) as session:
+        try:
+            key = revoke_api_key(session, key_id=key_id)
+        except UnknownApiKeyError as exc:
+            raise typer.BadParameter(str(exc), param_hint="KEY_ID") from None
+        session.commit()
+        typer.echo(f"revoked key {key.id} ({key.name})")

@@ -1,0 +1,1 @@
+"""Telemetry collector: the FastAPI service that stores IDE events in PostgreSQL."""

@@ -1,0 +1,41 @@
+"""Every dependency of the collector's routes, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from codelift.auth.models import Scope
+from codelift.auth.verify import KeyVerifier, Principal
+from collector.config import CollectorSettings
+from collector.ingest import IngestService
+from collector.metrics import CollectorMetrics
+
+
+def _settings(request: Request) -> CollectorSettings:
+    settings: CollectorSettings = request.app.state.settings
+    return settings
+
+
+def _ingest_service(request: Request) -> IngestService:
+    service: IngestService = request.app.state.ingest
+    return service
+
+
+def _metrics(request: Request) -> CollectorMetrics:
+    metrics: CollectorMetrics = request.app.state.metrics
+    return metrics
+
+
+async def _ingest_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    verifier: KeyVerifier = request.app.state.verifier
+    return await verifier.authenticate(authorization, Scope.INGEST)
+
+
+SettingsDep = Annotated[CollectorSettings, Depends(_settings)]
+IngestServiceDep = Annotated[IngestService, Depends(_ingest_service)]
+MetricsDep = Annotated[CollectorMetrics, Depends(_metrics)]
+IngestPrincipal = Annotated[Principal, Depends(_ingest_principal)]

@@ -1,0 +1,58 @@
+"""POST /v1/events: the batch endpoint IDE plugins send telemetry to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from collector.api.body import read_json_body
+from collector.api.deps import IngestPrincipal, IngestServiceDep, MetricsDep, SettingsDep
+from collector.schemas import EventBatch, IngestResult
+
+router = APIRouter()
+
+_ERROR = {"description": "Error", "content": {"application/json": {}}}
+
+_DOCS: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{EventBatch.__name__}"}}
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/events",
+    response_model=IngestResult,
+    openapi_extra=_DOCS,
+    responses={
+        400: _ERROR,
+        401: _ERROR,
+        403: _ERROR,
+        413: _ERROR,
+        415: _ERROR,
+        422: {"model": IngestResult, "description": "Every event was rejected"},
+        503: _ERROR,
+    },
+)
+async def ingest_events(
+    request: Request,
+    _principal: IngestPrincipal,
+    settings: SettingsDep,
+    ingest: IngestServiceDep,
+    metrics: MetricsDep,
+) -> JSONResponse:
+    """Store a batch of events; the valid ones are kept even when others are rejected.
+
+    Idempotent on each event's ``event_id``: a retried batch is stored once, and the answer
+    counts the repeats as ``duplicates``. The answer is 422 only when every event was rejected.
+    """
+    body = await read_json_body(request, limit=settings.max_body_bytes)
+    result = await ingest.ingest(body)
+    status = 422 if result.received and len({r.index for r in result.rejected}) == result.received else 200
+    metrics.batches.labels(str(status)).inc()
+    return JSONResponse(result.model_dump(mode="json"), status_code=status)

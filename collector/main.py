@@ -1,0 +1,153 @@
+"""Builds the collector app: lifespan (pool, store, auth), routes, and error responses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from codelift.auth.verify import AuthError, KeyVerifier
+from codelift.db.connection import libpq_conninfo
+from collector.api.routes import events, health
+from collector.config import CollectorSettings
+from collector.errors import CollectorError
+from collector.ingest import IngestService
+from collector.metrics import CollectorMetrics
+from collector.partitions_job import PartitionKeeper
+from collector.schemas import EventBatch
+from collector.store import EventStore
+
+log = logging.getLogger(__name__)
+
+_ROUTES = frozenset({"/v1/events", "/healthz", "/readyz", "/metrics"})
+
+
+def create_app(settings: CollectorSettings) -> FastAPI:
+    """The collector, for ``settings`` (whose database_url must be resolved already)."""
+    if not settings.database_url:
+        raise ValueError("database_url must be set (the CLI starts the embedded database)")
+    conninfo = libpq_conninfo(settings.database_url)
+    metrics = CollectorMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = EventStore()
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conninfo,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            timeout=settings.db_timeout_s,
+            configure=store.prepare_connection,
+            kwargs={"connect_timeout": max(1, int(settings.db_timeout_s))},
+            open=False,
+        )
+        # wait=False: the collector starts (and /readyz says 503) even while the database is
+        # down; the pool keeps reconnecting in the background.
+        await pool.open(wait=False)
+        partitions = PartitionKeeper(conninfo, settings)
+        keeper = asyncio.create_task(partitions.run_forever(), name="partition-keeper")
+        app.state.settings = settings
+        app.state.pool = pool
+        app.state.metrics = metrics
+        app.state.verifier = KeyVerifier(pool, ttl_s=settings.auth_cache_ttl_s)
+        app.state.ingest = IngestService(
+            settings=settings, pool=pool, store=store, metrics=metrics, partitions=partitions
+        )
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await pool.close()
+
+    app = FastAPI(
+        title="CodeLift collector",
+        summary="Stores telemetry events from IDE plugins.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.include_router(events.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestTiming, metrics=metrics)
+    _add_error_handlers(app, settings)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _add_error_handlers(app: FastAPI, settings: CollectorSettings) -> None:
+    @app.exception_handler(CollectorError)
+    async def collector_error(request: Request, exc: CollectorError) -> JSONResponse:
+        headers = {"Retry-After": str(settings.retry_after_s)} if exc.status == 503 else None
+        return _error(exc.status, exc.code, exc.message, field=exc.field, headers=headers)
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        code = "unauthenticated" if exc.status == 401 else "forbidden"
+        return _error(exc.status, code, exc.message, field="Authorization", headers=headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = request.scope.get("request_id", "-")
+        log.exception("unhandled error in request %s", request_id)
+        return _error(500, "internal_error", f"internal error; request id {request_id}")
+
+
+def _error(
+    status: int, code: str, message: str, *, field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    # The batch body is read raw (for speed and per-event errors), so FastAPI cannot see its
+    # schema; it is added here so clients and schema-based fuzzers know the wire format.
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        batch = EventBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(batch.pop("$defs", {}))
+        components[EventBatch.__name__] = batch
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+class RequestTiming:
+    """Pure ASGI middleware: a request id on every response, and latency per route."""
+
+    def __init__(self, app: ASGIApp, *, metrics: CollectorMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope["request_id"] = request_id
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            # Unknown paths share one label, so scanners cannot blow up the metric's cardinality.
+            route = scope["path"] if scope["path"] in _ROUTES else "other"
+            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)

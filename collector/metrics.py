@@ -1,0 +1,46 @@
+"""Prometheus metrics of the collector, in a registry of the app's own (no import-time state).
+
+With several worker processes, prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
+set by the launcher before the workers start) merges every worker's figures on /metrics.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+
+class CollectorMetrics:
+    """The collector's counters and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "codelift_collector_events",
+            "Events received, by type and result (stored, duplicate, rejected).",
+            ["type", "result"],
+            registry=self.registry,
+        )
+        self.batches = Counter(
+            "codelift_collector_batches",
+            "Batches answered, by HTTP status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "codelift_collector_request_seconds",
+            "Time to answer a request, by route.",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        """The text format of every metric, merged across worker processes if there are several."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            return generate_latest(merged)
+        return generate_latest(self.registry)

@@ -1,0 +1,257 @@
+"""Wire schemas of the events IDE plugins send (pydantic v2, ``extra="forbid"``).
+
+A typo in a field name is a rejected event naming the field, never a silently dropped value.
+Field names are the storage column names, so rows are built without a mapping table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+
+def _storable_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8: both
+    # would fail the whole batch's COPY, so they are rejected here, per event.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+Id = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=128),
+    AfterValidator(_storable_text),
+]
+# IDE and language names are compared across events, so they are folded to lower case.
+Label = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, to_lower=True),
+    AfterValidator(_storable_text),
+]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
+    AfterValidator(_storable_text),
+]
+LongText = Annotated[
+    str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_storable_text)
+]
+Chars = Annotated[int, Field(ge=0, le=1_000_000)]
+Lines = Annotated[int, Field(ge=0, le=100_000)]
+Millis = Annotated[float, Field(ge=0, le=3_600_000)]
+
+CHECKPOINTS_S = (30, 120, 300, 600)
+
+
+class TimeWindow:
+    """Validation context: the span of ``client_ts`` the collector accepts right now."""
+
+    __slots__ = ("earliest", "latest")
+
+    def __init__(self, *, earliest: dt.datetime, latest: dt.datetime) -> None:
+        self.earliest = earliest
+        self.latest = latest
+
+
+class EventBase(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    event_id: uuid.UUID
+    schema_version: Literal[1] = 1
+    client_ts: AwareDatetime
+    user_id: Id
+    session_id: Id
+    ide: Label
+    plugin_version: ShortText
+    language: Label
+
+    @field_validator("client_ts")
+    @classmethod
+    def _client_ts_in_window(cls, value: dt.datetime, info: ValidationInfo) -> dt.datetime:
+        window = info.context.get("window") if isinstance(info.context, dict) else None
+        if isinstance(window, TimeWindow):
+            if value < window.earliest:
+                raise ValueError(f"is older than the accepted window (earliest {window.earliest:%Y-%m-%dT%H:%M:%SZ})")
+            if value > window.latest:
+                raise ValueError(f"is in the future (latest accepted {window.latest:%Y-%m-%dT%H:%M:%SZ})")
+        return value.astimezone(dt.UTC)
+
+
+class CompletionServed(EventBase):
+    """The gateway served a completion (or failed to)."""
+
+    type: Literal["completion_served"]
+    suggestion_id: Id
+    request_id: Id
+    # experiment key -> arm name, for every experiment the user was in for this request.
+    arms: dict[Id, Id] = Field(default_factory=dict, max_length=64)
+    model: ShortText
+    adapter: ShortText | None = None
+    latency_ms: Millis
+    backend_latency_ms: Millis | None = None
+    prompt_tokens: Annotated[int, Field(ge=0, le=10_000_000)]
+    completion_chars: Chars
+    completion_lines: Lines
+    finish_reason: Label
+    error: LongText | None = None
+
+
+class SuggestionShown(EventBase):
+    """A suggestion was displayed in the editor."""
+
+    type: Literal["suggestion_shown"]
+    suggestion_id: Id
+    display_ms: Millis
+    chars: Chars
+    lines: Lines
+    multiline: bool
+    trigger: Literal["auto", "manual"]
+
+
+class SuggestionOutcome(EventBase):
+    """What the developer did with a suggestion."""
+
+    type: Literal["suggestion_outcome"]
+    suggestion_id: Id
+    outcome: Literal["accepted", "partially_accepted", "dismissed", "ignored"]
+    accepted_chars: Chars = 0
+    accepted_lines: Lines = 0
+    reason: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _nothing_accepted_unless_accepted(self) -> SuggestionOutcome:
+        if self.outcome in ("dismissed", "ignored") and (self.accepted_chars or self.accepted_lines):
+            raise ValueError(f"accepted_chars and accepted_lines must be 0 when outcome is {self.outcome!r}")
+        return self
+
+
+class PersistenceCheck(EventBase):
+    """Whether an accepted suggestion was still in the file ``checkpoint_s`` seconds later."""
+
+    type: Literal["persistence_check"]
+    suggestion_id: Id
+    checkpoint_s: Literal[30, 120, 300, 600]
+    status: Literal["present", "removed"]
+    # Levenshtein distance between accepted and current text / the longer length.
+    edit_distance_ratio: Annotated[float, Field(ge=0, le=1)]
+    chars_remaining: Chars
+
+
+class TypingVolume(EventBase):
+    """Characters typed by hand and accepted from the assistant over a time window."""
+
+    type: Literal["typing_volume"]
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    chars_typed_manual: Chars
+    chars_accepted_ai: Chars
+    chars_deleted: Chars = 0
+    # Excluded from "% of code written": pastes, bulk rapid edits, undo/redo.
+    chars_excluded_paste: Chars = 0
+    chars_excluded_bulk: Chars = 0
+    chars_excluded_undo_redo: Chars = 0
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> TypingVolume:
+        if self.window_end < self.window_start:
+            raise ValueError("window_end must not be before window_start")
+        if self.window_end - self.window_start > dt.timedelta(days=1):
+            raise ValueError("window_end - window_start must be at most one day")
+        return self
+
+
+class Feedback(EventBase):
+    """A developer's rating and comment."""
+
+    type: Literal["feedback"]
+    feedback_id: uuid.UUID | None = None
+    rating_scale: Literal["thumbs", "stars"]
+    # thumbs: -1 or +1; stars: 1 to 5.
+    rating: int | None = None
+    text: LongText | None = None
+    target: Literal["suggestion", "session", "product"]
+    suggestion_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _rating_fits_scale(self) -> Feedback:
+        if self.rating is not None:
+            allowed = (-1, 1) if self.rating_scale == "thumbs" else (1, 2, 3, 4, 5)
+            if self.rating not in allowed:
+                raise ValueError(f"rating must be one of {allowed} on the {self.rating_scale!r} scale")
+        if self.rating is None and self.text is None:
+            raise ValueError("feedback needs a rating, a text or both")
+        if self.target == "suggestion" and self.suggestion_id is None:
+            raise ValueError("suggestion_id is required when target is 'suggestion'")
+        return self
+
+
+class Exposure(EventBase):
+    """The gateway first served this user by an experiment's arm."""
+
+    type: Literal["exposure"]
+    experiment: Id
+    arm: Id
+    suggestion_id: Id | None = None
+
+
+Event = Annotated[
+    CompletionServed
+    | SuggestionShown
+    | SuggestionOutcome
+    | PersistenceCheck
+    | TypingVolume
+    | Feedback
+    | Exposure,
+    Field(discriminator="type"),
+]
+
+# Event type name (the ``type`` tag, also the table name) -> wire class.
+EVENT_TYPES: dict[str, type[EventBase]] = {
+    get_args(cls.model_fields["type"].annotation)[0]: cls
+    for cls in get_args(get_args(Event)[0])
+}
+
+
+class EventBatch(BaseModel):
+    """The body of ``POST /v1/events``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event]
+
+
+class RejectedEvent(BaseModel):
+    """Why one event of a batch was not stored."""
+
+    index: int
+    field: str
+    reason: str
+
+
+class IngestResult(BaseModel):
+    """What happened to a batch."""
+
+    received: int
+    stored: int
+    duplicates: int
+    rejected: list[RejectedEvent]

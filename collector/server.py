@@ -1,0 +1,95 @@
+"""Running the collector: one or more uvicorn processes, each with its own SO_REUSEPORT socket.
+
+``uvicorn --workers N`` shares one listening socket, and the kernel then piles keep-alive
+connections onto whichever worker accepts first. With a socket per process and SO_REUSEPORT,
+the kernel spreads new connections across the processes instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from types import FrameType
+
+import uvicorn
+
+from collector.config import CollectorSettings
+
+log = logging.getLogger(__name__)
+
+
+def bind_reuseport(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes may bind to the same address too."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_one(settings: CollectorSettings, sock: socket.socket | None = None) -> None:
+    from collector.main import create_app
+
+    if sock is None:
+        sock = bind_reuseport(settings.host, settings.port)
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level=settings.log_level,
+        access_log=False,
+        # One HTTP/1.1 keep-alive connection per IDE is the normal case.
+        timeout_keep_alive=30,
+        loop="auto",
+        http="auto",
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve(settings: CollectorSettings) -> None:
+    """Serve until SIGINT/SIGTERM; blocks. ``settings.database_url`` must be resolved."""
+    workers = settings.workers or os.cpu_count() or 1
+    # Bind once here so a port taken by something else fails fast, and port 0 resolves to one
+    # real port that every worker then shares.
+    first = bind_reuseport(settings.host, settings.port)
+    port = first.getsockname()[1]
+    settings = settings.model_copy(update={"port": port})
+    log.info("collector listening on http://%s:%d with %d process(es)", settings.host, port, workers)
+    if workers == 1:
+        _serve_one(settings, first)
+        return
+    metrics_dir = tempfile.mkdtemp(prefix="codelift-metrics-")
+    # prometheus_client picks its storage when imported, so the variable must be set before the
+    # worker processes start.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    first.close()
+    procs = [
+        context.Process(target=_serve_one, args=(settings,), name=f"collector-{i}", daemon=False)
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        stop(signal.SIGINT, None)
+        for proc in procs:
+            proc.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(metrics_dir, ignore_errors=True)

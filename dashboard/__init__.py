@@ -1,0 +1,1 @@
+"""Streamlit dashboard for rollouts, metrics and tagged feedback."""

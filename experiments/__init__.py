@@ -1,0 +1,1 @@
+"""Experiment registry, bucketing, metric statistics and rollout gates."""

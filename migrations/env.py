@@ -1,0 +1,62 @@
+"""Alembic environment: online migrations against the configured database."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from codelift.db.base import load_all_models
+from codelift.db.connection import sqlalchemy_url
+from codelift.db.embedded import database_url
+from codelift.settings import get_database_settings
+
+target_metadata = load_all_models()
+
+# Daily partitions are made by `codelift db maintain`, not by migrations: autogenerate must not
+# see them as tables to drop.
+_PARTITION = re.compile(r"_p\d{8}$")
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Leave partitions (and their indexes) out of autogenerate's comparison."""
+    if type_ == "table" and reflected and name and _PARTITION.search(name):
+        return False
+    return not (
+        type_ == "index"
+        and reflected
+        and obj.table is not None
+        and _PARTITION.search(obj.table.name)
+    )
+
+
+def _run(url: str) -> None:
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            include_object=include_object,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+def run_migrations_online() -> None:
+    url = context.config.attributes.get("database_url")
+    if url:
+        _run(url)
+        return
+    with database_url(get_database_settings()) as resolved:
+        _run(resolved)
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported; run against a database")
+run_migrations_online()

@@ -1,0 +1,1 @@
+"""Serving tier: the OpenAI-compatible gateway and its inference backends."""
