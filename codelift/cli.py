@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -17,7 +19,9 @@ from codelift.db.migrate import current_revision, head_revision, upgrade
 from codelift.db.partitions import maintain_for_settings
 from codelift.settings import get_database_settings
 
-app = typer.Typer(no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants.")
+app = typer.Typer(
+    no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants."
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema and partitions.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for the collector and the gateway.")
 app.add_typer(db_app, name="db")
@@ -25,7 +29,9 @@ app.add_typer(keys_app, name="keys")
 
 
 def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _today() -> dt.date:
@@ -69,7 +75,9 @@ def collector(
     from collector.server import serve
 
     settings = get_settings()
-    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    overrides = {
+        k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
+    }
     settings = settings.model_copy(update=overrides)
     _setup_logging(settings.log_level)
     embedded = not settings.database_url
@@ -79,15 +87,22 @@ def collector(
             upgrade(url)
         elif current_revision(url) != head_revision(url):
             raise typer.BadParameter(
-                f"database is at revision {current_revision(url)}, code expects {head_revision(url)}: "
-                "run `codelift db upgrade` first",
+                f"database is at revision {current_revision(url)}, code expects "
+                f"{head_revision(url)}: run `codelift db upgrade` first",
                 param_hint="CODELIFT_DATABASE_URL",
             )
         serve(settings.model_copy(update={"database_url": url}))
 
 
-def _session_for(url: str) -> Session:
-    return Session(make_engine(url, pool_size=1))
+@contextlib.contextmanager
+def _session_for(url: str) -> Iterator[Session]:
+    # The engine is disposed with the session, so no pooled connection outlives the command.
+    engine = make_engine(url, pool_size=1)
+    try:
+        with Session(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 @keys_app.command("create")
@@ -112,11 +127,15 @@ def keys_list() -> None:
     with database_url(get_database_settings()) as url, _session_for(url) as session:
         for key in list_api_keys(session):
             state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-            typer.echo(f"{key.id:>5}  {key.prefix}…  {key.name:<30} {','.join(key.scopes):<20} {state}")
+            typer.echo(
+                f"{key.id:>5}  {key.prefix}…  {key.name:<30} {','.join(key.scopes):<20} {state}"
+            )
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).")]) -> None:
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).")],
+) -> None:
     """Revoke an API key; collectors stop accepting it within seconds."""
     with database_url(get_database_settings()) as url, _session_for(url) as session:
         try:

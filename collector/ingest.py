@@ -90,4 +90,3 @@ class IngestService:
                 events.labels(event_type, "duplicate").inc(count)
         for event_type, count in parsed.rejected_types.items():
             events.labels(event_type, "rejected").inc(count)
-

@@ -105,7 +105,11 @@ def _add_error_handlers(app: FastAPI, settings: CollectorSettings) -> None:
 
 
 def _error(
-    status: int, code: str, message: str, *, field: str | None = None,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "field": field}}
@@ -116,7 +120,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     # The batch body is read raw (for speed and per-event errors), so FastAPI cannot see its
     # schema; it is added here so clients and schema-based fuzzers know the wire format.
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
         batch = EventBatch.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(batch.pop("$defs", {}))
@@ -142,7 +148,10 @@ class RequestTiming:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:

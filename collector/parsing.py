@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections import Counter
 from typing import Any
 
@@ -46,19 +47,30 @@ def parse_batch(body: bytes, *, window: TimeWindow, max_events: int) -> ParsedBa
         batch = EventBatch.model_validate_json(body, context=context)
     except ValidationError as exc:
         if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise InvalidBody(_json_problem(exc)) from None
-        return _parse_event_by_event(body, context=context, max_events=max_events)
+            raw = _json_with_lone_surrogates(body, exc)
+        else:
+            raw = pydantic_core.from_json(body)
+        return _parse_event_by_event(raw, context=context, max_events=max_events)
     _check_count(len(batch.events), max_events)
     return ParsedBatch(received=len(batch.events), valid=list(batch.events), rejected=[])
 
 
-def _parse_event_by_event(body: bytes, *, context: dict[str, Any], max_events: int) -> ParsedBatch:
-    raw = pydantic_core.from_json(body)
+def _json_with_lone_surrogates(body: bytes, exc: ValidationError) -> Any:
+    # pydantic's JSON parser refuses escapes of lone surrogates ("\ud800"), which JSON allows;
+    # the standard library reads them, so such a string costs only its own event (the schema
+    # rejects it, naming the field) instead of the whole batch. Invalid UTF-8 stays a 400.
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise InvalidBody(_json_problem(exc)) from None
+
+
+def _parse_event_by_event(raw: Any, *, context: dict[str, Any], max_events: int) -> ParsedBatch:
     if not isinstance(raw, dict):
         raise InvalidBatch('body must be a JSON object: {"events": [...]}', field="body")
     unknown = sorted(set(raw) - {"events"})
     if unknown:
-        raise InvalidBatch(f"unknown top-level field {unknown[0]!r}", field=unknown[0])
+        raise InvalidBatch(f"unknown top-level field {unknown[0]!r}", field=_printable(unknown[0]))
     events = raw.get("events")
     if not isinstance(events, list):
         problem = "is required" if events is None else "must be an array of events"
@@ -76,8 +88,8 @@ def _parse_event_by_event(body: bytes, *, context: dict[str, Any], max_events: i
             rejected.extend(
                 RejectedEvent(
                     index=index,
-                    field=_field_name(error["loc"], error["type"]),
-                    reason=error["msg"].removeprefix("Value error, "),
+                    field=_printable(_field_name(error["loc"], error["type"])),
+                    reason=_printable(error["msg"].removeprefix("Value error, ")),
                 )
                 for error in exc.errors(include_url=False)
             )
@@ -103,6 +115,12 @@ def _field_name(loc: tuple[int | str, ...], error_type: str) -> str:
     if parts:
         return ".".join(str(part) for part in parts)
     return "type" if error_type.startswith("union_tag") else "(event)"
+
+
+def _printable(text: str) -> str:
+    # Field names and messages can echo the client's strings, and a lone surrogate in them
+    # would make the JSON answer itself unencodable (a 500): write it as a visible escape.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _json_problem(exc: ValidationError) -> str:

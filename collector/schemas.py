@@ -91,9 +91,14 @@ class EventBase(BaseModel):
         window = info.context.get("window") if isinstance(info.context, dict) else None
         if isinstance(window, TimeWindow):
             if value < window.earliest:
-                raise ValueError(f"is older than the accepted window (earliest {window.earliest:%Y-%m-%dT%H:%M:%SZ})")
+                raise ValueError(
+                    "is older than the accepted window "
+                    f"(earliest {window.earliest:%Y-%m-%dT%H:%M:%SZ})"
+                )
             if value > window.latest:
-                raise ValueError(f"is in the future (latest accepted {window.latest:%Y-%m-%dT%H:%M:%SZ})")
+                raise ValueError(
+                    f"is in the future (latest accepted {window.latest:%Y-%m-%dT%H:%M:%SZ})"
+                )
         return value.astimezone(dt.UTC)
 
 
@@ -140,8 +145,12 @@ class SuggestionOutcome(EventBase):
 
     @model_validator(mode="after")
     def _nothing_accepted_unless_accepted(self) -> SuggestionOutcome:
-        if self.outcome in ("dismissed", "ignored") and (self.accepted_chars or self.accepted_lines):
-            raise ValueError(f"accepted_chars and accepted_lines must be 0 when outcome is {self.outcome!r}")
+        if self.outcome in ("dismissed", "ignored") and (
+            self.accepted_chars or self.accepted_lines
+        ):
+            raise ValueError(
+                f"accepted_chars and accepted_lines must be 0 when outcome is {self.outcome!r}"
+            )
         return self
 
 
@@ -197,7 +206,9 @@ class Feedback(EventBase):
         if self.rating is not None:
             allowed = (-1, 1) if self.rating_scale == "thumbs" else (1, 2, 3, 4, 5)
             if self.rating not in allowed:
-                raise ValueError(f"rating must be one of {allowed} on the {self.rating_scale!r} scale")
+                raise ValueError(
+                    f"rating must be one of {allowed} on the {self.rating_scale!r} scale"
+                )
         if self.rating is None and self.text is None:
             raise ValueError("feedback needs a rating, a text or both")
         if self.target == "suggestion" and self.suggestion_id is None:
@@ -227,8 +238,7 @@ Event = Annotated[
 
 # Event type name (the ``type`` tag, also the table name) -> wire class.
 EVENT_TYPES: dict[str, type[EventBase]] = {
-    get_args(cls.model_fields["type"].annotation)[0]: cls
-    for cls in get_args(get_args(Event)[0])
+    get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(get_args(Event)[0])
 }
 
 

@@ -60,7 +60,9 @@ def serve(settings: CollectorSettings) -> None:
     first = bind_reuseport(settings.host, settings.port)
     port = first.getsockname()[1]
     settings = settings.model_copy(update={"port": port})
-    log.info("collector listening on http://%s:%d with %d process(es)", settings.host, port, workers)
+    log.info(
+        "collector listening on http://%s:%d with %d process(es)", settings.host, port, workers
+    )
     if workers == 1:
         _serve_one(settings, first)
         return

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 from alembic import context
 from sqlalchemy import create_engine, pool
 
 from codelift.db.base import load_all_models
 from codelift.db.connection import sqlalchemy_url
 from codelift.db.embedded import database_url
+from codelift.db.partitions import include_object
 from codelift.settings import get_database_settings
 
 target_metadata = load_all_models()
-
-# Daily partitions are made by `codelift db maintain`, not by migrations: autogenerate must not
-# see them as tables to drop.
-_PARTITION = re.compile(r"_p\d{8}$")
-
-
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    """Leave partitions (and their indexes) out of autogenerate's comparison."""
-    if type_ == "table" and reflected and name and _PARTITION.search(name):
-        return False
-    return not (
-        type_ == "index"
-        and reflected
-        and obj.table is not None
-        and _PARTITION.search(obj.table.name)
-    )
 
 
 def _run(url: str) -> None:

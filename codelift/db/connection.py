@@ -10,7 +10,9 @@ def sqlalchemy_url(url: str) -> URL:
     """The URL with the psycopg 3 driver, whatever driver name it was given with."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
-        raise ValueError(f"database_url must be a PostgreSQL URL, got backend {parsed.drivername!r}")
+        raise ValueError(
+            f"database_url must be a PostgreSQL URL, got backend {parsed.drivername!r}"
+        )
     return parsed.set(drivername="postgresql+psycopg")
 
 

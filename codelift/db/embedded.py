@@ -33,11 +33,9 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode="stop": the server stops when the last process using it calls cleanup(),
     # and its data stays for the next run.
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
-        exists = server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';"
-        )
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
         if "(1 row)" not in exists:
             server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
         uri: str = server.get_uri(EMBEDDED_DATABASE)

@@ -18,9 +18,7 @@ def alembic_config(database_url: str) -> Config:
     """The same configuration as alembic.ini, pointed at ``database_url``."""
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    cfg.set_main_option(
-        "file_template", "%%(year)d-%%(month).2d-%%(day).2d_%%(rev)s_%%(slug)s"
-    )
+    cfg.set_main_option("file_template", "%%(year)d-%%(month).2d-%%(day).2d_%%(rev)s_%%(slug)s")
     cfg.set_main_option("timezone", "UTC")
     cfg.attributes["database_url"] = database_url
     return cfg

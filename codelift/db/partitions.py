@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -21,6 +22,18 @@ from codelift.settings import DatabaseSettings
 _SUFFIX = re.compile(r"_p(\d{8})$")
 # Any constant will do, as long as every process that creates partitions uses the same one.
 _ADVISORY_LOCK_ID = 0x636C_7061
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter: partitions (and their indexes) are made by maintenance, not migrations,
+    so autogenerate must not see them as tables to drop."""
+    if type_ == "table" and reflected and name and _SUFFIX.search(name):
+        return False
+    return not (
+        type_ == "index" and reflected and obj.table is not None and _SUFFIX.search(obj.table.name)
+    )
 
 
 def partitioned_tables(metadata: MetaData) -> list[str]:

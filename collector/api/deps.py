@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import psycopg
 from fastapi import Depends, Header, Request
 
 from codelift.auth.models import Scope
 from codelift.auth.verify import KeyVerifier, Principal
 from collector.config import CollectorSettings
+from collector.errors import DatabaseUnavailable
 from collector.ingest import IngestService
 from collector.metrics import CollectorMetrics
 
@@ -32,7 +34,12 @@ async def _ingest_principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     verifier: KeyVerifier = request.app.state.verifier
-    return await verifier.authenticate(authorization, Scope.INGEST)
+    try:
+        return await verifier.authenticate(authorization, Scope.INGEST)
+    except psycopg.OperationalError:
+        # The key lookup needs the database (a PoolTimeout is an OperationalError too): an
+        # outage is a 503 the client retries after Retry-After, not a 500.
+        raise DatabaseUnavailable("database unavailable; retry later") from None
 
 
 SettingsDep = Annotated[CollectorSettings, Depends(_settings)]

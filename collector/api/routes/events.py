@@ -53,6 +53,10 @@ async def ingest_events(
     """
     body = await read_json_body(request, limit=settings.max_body_bytes)
     result = await ingest.ingest(body)
-    status = 422 if result.received and len({r.index for r in result.rejected}) == result.received else 200
+    status = (
+        422
+        if result.received and len({r.index for r in result.rejected}) == result.received
+        else 200
+    )
     metrics.batches.labels(str(status)).inc()
     return JSONResponse(result.model_dump(mode="json"), status_code=status)

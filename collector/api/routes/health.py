@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import psycopg
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from collector.api.deps import MetricsDep, SettingsDep

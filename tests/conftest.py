@@ -1,0 +1,134 @@
+"""Fixtures: a fresh database migrated by Alembic, ORM sessions rolled back per test, and the
+collector served over real TCP.
+
+Two kinds of isolation: ORM tests run inside a transaction rolled back after each test
+(``db_session``); HTTP tests talk to a server with connections of its own, so they are isolated
+by emptying the event tables after each test (``client``/``http``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from codelift.auth.models import Scope
+from codelift.db.connection import libpq_conninfo, make_engine
+from codelift.db.migrate import upgrade
+from codelift.db.partitions import maintain_for_settings
+from tests.apikeys import Key, MakeKey, commit_key
+from tests.database import (
+    PgConnection,
+    connect,
+    database_settings,
+    fresh_database,
+    truncate_events,
+    utc_today,
+)
+from tests.servers import HTTP_TIMEOUT_S, collector_settings, run_collector
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for the test session, migrated to head, with partitions."""
+    with fresh_database() as url:
+        upgrade(url)
+        maintain_for_settings(libpq_conninfo(url), database_settings(url), today=utc_today())
+        yield url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    """The SQLAlchemy engine of the test database."""
+    engine = make_engine(database_url, pool_size=2)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg(database_url: str) -> Iterator[PgConnection]:
+    """A plain autocommit psycopg connection for reading rows back and for set-up."""
+    with connect(database_url) as conn:
+        yield conn
+
+
+@pytest.fixture
+def db_session(engine: Engine) -> Iterator[Session]:
+    """An ORM session inside a transaction that is rolled back after the test.
+
+    ``create_savepoint`` lets the code under test commit (or roll back) as usual: its commits
+    only release savepoints of the outer transaction.
+    """
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            session.close()
+            transaction.rollback()
+
+
+@pytest.fixture
+def make_key(engine: Engine, pg: PgConnection) -> Iterator[MakeKey]:
+    """Commit keys for one test; they are deleted after it."""
+    made: list[int] = []
+
+    def make(name: str, scopes: list[Scope], *, revoked: bool = False) -> Key:
+        key = commit_key(engine, name, scopes, revoked=revoked)
+        made.append(key.id)
+        return key
+
+    yield make
+    pg.execute("DELETE FROM api_keys WHERE id = ANY(%s)", (made,))
+
+
+@pytest.fixture(scope="session")
+def ingest_key(engine: Engine) -> Key:
+    """An active key with the ingest scope."""
+    return commit_key(engine, "ide-plugin", [Scope.INGEST])
+
+
+@pytest.fixture(scope="session")
+def serve_only_key(engine: Engine) -> Key:
+    """An active key without the ingest scope."""
+    return commit_key(engine, "gateway", [Scope.SERVE])
+
+
+@pytest.fixture(scope="session")
+def revoked_key(engine: Engine) -> Key:
+    """A key with the ingest scope that has been revoked."""
+    return commit_key(engine, "old-plugin", [Scope.INGEST], revoked=True)
+
+
+@pytest.fixture(scope="session")
+def collector_url(database_url: str) -> Iterator[str]:
+    """Base URL of the collector, served by uvicorn in a thread for the whole session."""
+    with run_collector(collector_settings(database_url)) as url:
+        yield url
+
+
+@pytest.fixture
+def clean_events(pg: PgConnection) -> Iterator[None]:
+    """Empty the event tables after the test."""
+    yield
+    truncate_events(pg)
+
+
+@pytest.fixture
+def http(collector_url: str, clean_events: None) -> Iterator[httpx.Client]:
+    """An HTTP client for the collector, sending no credentials."""
+    with httpx.Client(base_url=collector_url, timeout=HTTP_TIMEOUT_S) as client:
+        yield client
+
+
+@pytest.fixture
+def client(collector_url: str, clean_events: None, ingest_key: Key) -> Iterator[httpx.Client]:
+    """An HTTP client for the collector that presents the ingest key."""
+    with httpx.Client(
+        base_url=collector_url, timeout=HTTP_TIMEOUT_S, headers=ingest_key.headers
+    ) as client:
+        yield client

@@ -1,0 +1,120 @@
+"""The schema comes from Alembic migrations only, and matches the models exactly."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.pool import NullPool
+
+from codelift.db.base import load_all_models
+from codelift.db.connection import libpq_conninfo, sqlalchemy_url
+from codelift.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from codelift.db.partitions import include_object, maintain_for_settings
+from tests.database import (
+    EVENT_TABLES,
+    PARTITIONED_TABLES,
+    connect,
+    database_settings,
+    fresh_database,
+    partition_days,
+    utc_today,
+)
+
+
+def schema_diff(url: str) -> list[Any]:
+    """What autogenerate would change to make the database match the models."""
+    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "include_object": include_object,
+                    "compare_type": True,
+                    "compare_server_default": True,
+                },
+            )
+            return list(compare_metadata(context, load_all_models()))
+    finally:
+        engine.dispose()
+
+
+def public_tables(url: str) -> set[str]:
+    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        return {t for t in inspect(engine).get_table_names() if not re.search(r"_p\d{8}$", t)}
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def scratch_database_url() -> Iterator[str]:
+    """An empty database of the test's own."""
+    with fresh_database() as url:
+        yield url
+
+
+def test_there_is_a_single_head(database_url: str) -> None:
+    heads = ScriptDirectory.from_config(alembic_config(database_url)).get_heads()
+    assert len(heads) == 1
+    assert heads[0] == head_revision(database_url)
+
+
+def test_the_session_database_is_at_head(database_url: str) -> None:
+    assert current_revision(database_url) == head_revision(database_url)
+
+
+def test_the_migrated_schema_matches_the_models(database_url: str) -> None:
+    # Partitions exist (the session made them) and must not show up as drift.
+    with connect(database_url) as conn:
+        assert partition_days(conn, "suggestion_shown")
+    assert schema_diff(database_url) == []
+
+
+def test_every_model_table_is_made_by_the_migrations(database_url: str) -> None:
+    assert set(load_all_models().tables) == {*EVENT_TABLES, "api_keys"}
+    assert public_tables(database_url) == {*EVENT_TABLES, "api_keys", "alembic_version"}
+    with connect(database_url) as conn:
+        kinds = {
+            row["relname"]: row["relkind"]
+            for row in conn.execute(
+                "SELECT relname, relkind FROM pg_class WHERE relname = ANY(%s)",
+                (list(EVENT_TABLES),),
+            ).fetchall()
+        }
+    assert {name for name, kind in kinds.items() if kind == "p"} == set(PARTITIONED_TABLES)
+    assert {name for name, kind in kinds.items() if kind == "r"} == {"feedback", "exposure"}
+
+
+def test_downgrade_to_base_and_upgrade_again(scratch_database_url: str) -> None:
+    url = scratch_database_url
+    assert current_revision(url) is None
+    upgrade(url)
+    maintain_for_settings(libpq_conninfo(url), database_settings(url), today=utc_today())
+    assert current_revision(url) == head_revision(url)
+
+    command.downgrade(alembic_config(url), "base")
+    assert current_revision(url) is None
+    # Partitions go with their parents; only Alembic's own bookkeeping table is left.
+    with connect(url) as conn:
+        left = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    assert [row["tablename"] for row in left] == ["alembic_version"]
+
+    upgrade(url)
+    assert current_revision(url) == head_revision(url)
+    assert schema_diff(url) == []
+
+
+def test_upgrade_is_idempotent(database_url: str) -> None:
+    upgrade(database_url)
+    assert current_revision(database_url) == head_revision(database_url)
