@@ -356,7 +356,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the batch phase")
     parser.add_argument("--single-seconds", type=float, default=8.0, help="single-event phase")
     parser.add_argument("--workers", type=int, default=0, help="collector processes (0 = cores)")
-    parser.add_argument("--connections", type=int, default=8, help="client connections")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=32,
+        # SO_REUSEPORT spreads connections by a hash of their addresses: with a handful of
+        # connections one process can end up with most of them; a fleet of IDEs has many.
+        help="client connections",
+    )
     args = parser.parse_args()
 
     workers = args.workers or os.cpu_count() or 1

@@ -7,6 +7,7 @@ the kernel spreads new connections across the processes instead.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -35,6 +36,18 @@ def bind_reuseport(host: str, port: int) -> socket.socket:
     return sock
 
 
+def tune_gc() -> None:
+    """Fewer garbage collections: a batch makes ~1000 short-lived objects without cycles.
+
+    With the default gen-0 threshold (700 allocations) the collector ran a collection every
+    few events, a third of its parsing time; objects that live as long as the process are
+    frozen out of collection altogether.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def _serve_one(settings: CollectorSettings, sock: socket.socket | None = None) -> None:
     from collector.main import create_app
 
@@ -49,6 +62,7 @@ def _serve_one(settings: CollectorSettings, sock: socket.socket | None = None) -
         loop="auto",
         http="auto",
     )
+    tune_gc()
     uvicorn.Server(config).run(sockets=[sock])
 
 
