@@ -39,9 +39,12 @@ ShortText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=NO_NUL)
 ]
 LongText = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=NO_NUL)]
-Chars = Annotated[int, Field(ge=0, le=1_000_000)]
-Lines = Annotated[int, Field(ge=0, le=100_000)]
-Millis = Annotated[float, Field(ge=0, le=3_600_000)]
+# Numbers and booleans are strict: "7" or true where a count belongs is a client bug to report,
+# not a value to guess at.
+Chars = Annotated[int, Field(strict=True, ge=0, le=1_000_000)]
+Lines = Annotated[int, Field(strict=True, ge=0, le=100_000)]
+Millis = Annotated[float, Field(strict=True, ge=0, le=3_600_000)]
+Flag = Annotated[bool, Field(strict=True)]
 
 CHECKPOINTS_S = (30, 120, 300, 600)
 
@@ -73,7 +76,7 @@ class CompletionServed(EventBase):
     adapter: ShortText | None = None
     latency_ms: Millis
     backend_latency_ms: Millis | None = None
-    prompt_tokens: Annotated[int, Field(ge=0, le=10_000_000)]
+    prompt_tokens: Annotated[int, Field(strict=True, ge=0, le=10_000_000)]
     completion_chars: Chars
     completion_lines: Lines
     finish_reason: Label
@@ -88,7 +91,7 @@ class SuggestionShown(EventBase):
     display_ms: Millis
     chars: Chars
     lines: Lines
-    multiline: bool
+    multiline: Flag
     trigger: Literal["auto", "manual"]
 
 
@@ -121,7 +124,7 @@ class PersistenceCheck(EventBase):
     checkpoint_s: Literal[30, 120, 300, 600]
     status: Literal["present", "removed"]
     # Levenshtein distance between accepted and current text / the longer length.
-    edit_distance_ratio: Annotated[float, Field(ge=0, le=1)]
+    edit_distance_ratio: Annotated[float, Field(strict=True, ge=0, le=1)]
     chars_remaining: Chars
 
 
@@ -145,6 +148,9 @@ class TypingVolume(EventBase):
             raise ValueError("window_end must not be before window_start")
         if self.window_end - self.window_start > dt.timedelta(days=1):
             raise ValueError("window_end - window_start must be at most one day")
+        # The window is checked against client_ts, which is checked against the clock.
+        if abs(self.window_end - self.client_ts) > dt.timedelta(days=1):
+            raise ValueError("window_end must be within a day of client_ts")
         return self
 
 
@@ -155,7 +161,7 @@ class Feedback(EventBase):
     feedback_id: uuid.UUID | None = None
     rating_scale: Literal["thumbs", "stars"]
     # thumbs: -1 or +1; stars: 1 to 5.
-    rating: int | None = None
+    rating: Annotated[int, Field(strict=True)] | None = None
     text: LongText | None = None
     target: Literal["suggestion", "session", "product"]
     suggestion_id: Id | None = None

@@ -101,8 +101,10 @@ def persistence_check(**overrides: Any) -> Event:
 
 
 def typing_volume(**overrides: Any) -> Event:
-    """Five minutes of typing, ending now."""
-    end = now_utc()
+    """Five minutes of typing, ending at the event's client_ts (now unless overridden)."""
+    end = (
+        dt.datetime.fromisoformat(overrides["client_ts"]) if "client_ts" in overrides else now_utc()
+    )
     event = _common("typing_volume") | {
         "window_start": iso(end - dt.timedelta(minutes=5)),
         "window_end": iso(end),

@@ -230,7 +230,13 @@ def test_extra_field_is_rejected_naming_it(event_type: str) -> None:
         ("exposure", "language", ["python"], "valid string"),
         ("exposure", "ide", {"name": "vscode"}, "valid string"),
         ("suggestion_shown", "chars", "many", "valid integer"),
-        ("suggestion_shown", "chars", 1.5, "fractional part"),
+        ("suggestion_shown", "chars", 1.5, "valid integer"),
+        # Strict numbers and booleans: no guessing from strings or from the other type.
+        ("suggestion_shown", "chars", "7", "valid integer"),
+        ("suggestion_shown", "multiline", 1, "valid boolean"),
+        ("suggestion_shown", "multiline", "true", "valid boolean"),
+        ("feedback", "rating", True, "valid integer"),
+        ("completion_served", "latency_ms", "12.5", "valid number"),
         ("suggestion_shown", "lines", [2], "valid integer"),
         ("suggestion_shown", "multiline", "maybe", "valid boolean"),
         ("suggestion_shown", "display_ms", "slow", "valid number"),
@@ -290,7 +296,11 @@ def test_nan_and_infinity_tokens_are_rejected(event_type: str, field: str, token
     # overflows to infinity): the schema must still refuse them, event by event.
     body = raw_event(factories.make(event_type), field, token)
     found = rejections_of(parse_raw(body))
-    assert found == [(1, field, "Input should be a finite number")]
+    # A strict integer field refuses any float, finite or not.
+    expected = (
+        "Input should be a valid integer" if field == "chars" else "Input should be a finite number"
+    )
+    assert found == [(1, field, expected)]
 
 
 @pytest.mark.parametrize("checkpoint", [30, 120, 300, 600])
@@ -421,6 +431,19 @@ def test_typing_window_is_at_most_a_day() -> None:
     assert_rejected(bad, "(event)", "at most one day")
     whole_day = factories.typing_volume(window_start=iso(end - day), window_end=iso(end))
     assert isinstance(accepted(whole_day), TypingVolume)
+
+
+@pytest.mark.parametrize("offset_days", [-2, 2, 365 * 7000])
+def test_typing_window_must_lie_within_a_day_of_client_ts(offset_days: int) -> None:
+    # Otherwise a window in year 9999 with a negative offset would reach the database as year
+    # 10000, which no client library can read back.
+    end = dt.datetime(9999, 12, 31, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    if offset_days < 365:
+        end = now_utc() + dt.timedelta(days=offset_days)
+    bad = factories.typing_volume(
+        window_start=iso(end - dt.timedelta(minutes=1)), window_end=iso(end)
+    )
+    assert_rejected(bad, "(event)", "window_end must be within a day of client_ts")
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)

@@ -16,6 +16,8 @@ from pathlib import Path
 from codelift.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
+# pgserver logs every pg_ctl call with its full output at INFO; its warnings are what matter.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 EMBEDDED_DATABASE = "codelift"
 
