@@ -235,29 +235,28 @@ def _result_from(queue: Any, procs: list[Any], timeout_s: float = 600) -> Any:
 
 def _copy_rows(conninfo: str, bodies: list[bytes], queue: Any) -> None:
     from collector.parsing import accepted_window, parse_batch
-    from collector.store import build_event_tables
+    from collector.store import build_staging_layout
 
-    tables = build_event_tables()
+    tables = build_staging_layout().tables
     now = dt.datetime.now(dt.UTC)
     window = accepted_window(now, max_age=dt.timedelta(days=7), max_skew=dt.timedelta(hours=1))
     grouped: dict[str, list[tuple[Any, ...]]] = {}
     for body in bodies:
         for event in parse_batch(body, window=window, max_events=10**6).valid:
             spec = tables[event.type]  # type: ignore[attr-defined]
-            grouped.setdefault(spec.event_type, []).append((*spec.row_of(event), now))
-    # Straight into the event tables: the staging table's leading event_type column is not there.
+            grouped.setdefault(spec.event_type, []).append(spec.table_row(event, now))
     rows = sum(len(group) for group in grouped.values())
     with psycopg.connect(conninfo) as conn:
         started = time.perf_counter()
         for event_type, group in grouped.items():
             spec = tables[event_type]
-            columns = sql.SQL(", ").join(map(sql.Identifier, spec.columns[1:]))
+            columns = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
             statement = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)").format(
                 table=sql.Identifier(spec.table), columns=columns
             )
             for chunk in range(0, len(group), 10_000):
                 with conn.cursor().copy(statement) as copy:
-                    copy.set_types(list(spec.copy_types[1:]))
+                    copy.set_types(list(spec.copy_types))
                     for row in group[chunk : chunk + 10_000]:
                         copy.write_row(row)
                 conn.commit()
