@@ -1,4 +1,8 @@
-"""Every dependency of the collector's routes, as ``Annotated`` aliases."""
+"""Every dependency of the collector's routes, as ``Annotated`` aliases.
+
+They are ``async`` even where they do not await: FastAPI runs a plain ``def`` dependency in a
+thread pool, a handoff that cost more than the work on the hot path.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +19,17 @@ from collector.ingest import IngestService
 from collector.metrics import CollectorMetrics
 
 
-def _settings(request: Request) -> CollectorSettings:
+async def _settings(request: Request) -> CollectorSettings:
     settings: CollectorSettings = request.app.state.settings
     return settings
 
 
-def _ingest_service(request: Request) -> IngestService:
+async def _ingest_service(request: Request) -> IngestService:
     service: IngestService = request.app.state.ingest
     return service
 
 
-def _metrics(request: Request) -> CollectorMetrics:
+async def _metrics(request: Request) -> CollectorMetrics:
     metrics: CollectorMetrics = request.app.state.metrics
     return metrics
 
