@@ -152,13 +152,21 @@ def make_batches(count: int, size: int, seed: int) -> list[bytes]:
 
 
 def _post_loop(
-    port: int, key: str, bodies: list[bytes], deadline: float, out: list[tuple[float, int]]
+    port: int,
+    key: str,
+    bodies: list[bytes],
+    connections: int,
+    deadline: float,
+    out: list[tuple[float, int]],
 ) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    # One request in flight at a time, rotating over several keep-alive connections: like a
+    # fleet of IDEs, each mostly idle, and the kernel's SO_REUSEPORT hash sees many of them.
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(connections)]
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    for body in bodies:
+    for number, body in enumerate(bodies):
         if time.perf_counter() >= deadline:
             break
+        conn = conns[number % connections]
         started = time.perf_counter()
         conn.request("POST", "/v1/events", body=body, headers=headers)
         response = conn.getresponse()
@@ -166,19 +174,22 @@ def _post_loop(
         if response.status != 200:
             raise RuntimeError(f"collector answered {response.status}: {payload[:300]!r}")
         out.append((time.perf_counter() - started, json.loads(payload)["stored"]))
-    conn.close()
+    for conn in conns:
+        conn.close()
 
 
 def drive(
-    port: int, key: str, bodies: list[bytes], seconds: float, connections: int
+    port: int, key: str, bodies: list[bytes], seconds: float, senders: int, connections: int
 ) -> dict[str, float]:
-    """POST ``bodies`` over ``connections`` keep-alive connections for at most ``seconds``."""
-    shares = [bodies[i::connections] for i in range(connections)]
-    results: list[list[tuple[float, int]]] = [[] for _ in range(connections)]
+    """POST ``bodies`` for at most ``seconds``: ``senders`` requests in flight at a time,
+    spread over ``connections`` keep-alive connections."""
+    shares = [bodies[i::senders] for i in range(senders)]
+    results: list[list[tuple[float, int]]] = [[] for _ in range(senders)]
+    per_sender = max(1, connections // senders)
     started = time.perf_counter()
     deadline = started + seconds
     threads = [
-        threading.Thread(target=_post_loop, args=(port, key, share, deadline, out))
+        threading.Thread(target=_post_loop, args=(port, key, share, per_sender, deadline, out))
         for share, out in zip(shares, results, strict=True)
     ]
     for thread in threads:
@@ -200,18 +211,19 @@ def drive(
     }
 
 
-def _drive_in_child(args: tuple[int, str, list[bytes], float, int], queue: Any) -> None:
+def _drive_in_child(args: tuple[int, str, list[bytes], float, int, int], queue: Any) -> None:
     queue.put(drive(*args))
 
 
 def drive_from_other_process(
-    port: int, key: str, bodies: list[bytes], seconds: float, connections: int
+    port: int, key: str, bodies: list[bytes], seconds: float, senders: int, connections: int
 ) -> dict[str, float]:
     """``drive`` in a separate process, so the client's CPU is not the collector's."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(
-        target=_drive_in_child, args=((port, key, bodies, seconds, connections), queue)
+        target=_drive_in_child,
+        args=((port, key, bodies, seconds, senders, connections), queue),
     )
     proc.start()
     result: dict[str, float] = _result_from(queue, [proc])
@@ -362,7 +374,14 @@ def main() -> None:
         default=32,
         # SO_REUSEPORT spreads connections by a hash of their addresses: with a handful of
         # connections one process can end up with most of them; a fleet of IDEs has many.
-        help="client connections",
+        help="client keep-alive connections, shared by the senders",
+    )
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=8,
+        # Requests in flight: latency grows with it once the collector is saturated.
+        help="requests in flight at a time",
     )
     args = parser.parse_args()
 
@@ -379,14 +398,14 @@ def main() -> None:
             session.commit()
         with running_collector(url, workers) as port:
             # Warm-up: connections in the pool, code paths, partitions' caches.
-            drive_from_other_process(port, key, make_batches(20, BATCH, seed=9), 5, 2)
+            drive_from_other_process(port, key, make_batches(20, BATCH, seed=9), 5, 2, 2)
             batches = drive_from_other_process(
-                port, key, batch_bodies, args.seconds, args.connections
+                port, key, batch_bodies, args.seconds, args.senders, args.connections
             )
             # A retried batch must not double: post the first batches again.
-            retry = drive_from_other_process(port, key, batch_bodies[:20], 30, 2)
+            retry = drive_from_other_process(port, key, batch_bodies[:20], 30, 2, 2)
             singles = drive_from_other_process(
-                port, key, single_bodies, args.single_seconds, args.connections
+                port, key, single_bodies, args.single_seconds, args.senders, args.connections
             )
         stored_rows = table_counts(url)
         ceiling = copy_ceiling(libpq_conninfo(url), ceiling_bodies[::2], 1)
@@ -397,6 +416,8 @@ def main() -> None:
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "collector_processes": workers,
+        "senders": args.senders,
+        "connections": args.connections,
         "batch_size": BATCH,
         "batches": batches,
         "retried_batches_stored": retry["events_stored"],
@@ -411,7 +432,8 @@ def main() -> None:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
     print(
-        f"collector: {workers} process(es), {BATCH}-event batches, {args.connections} connections"
+        f"collector: {workers} process(es), {BATCH}-event batches, {args.senders} requests "
+        f"in flight over {args.connections} connections"
     )
     print(
         f"  stored {batches['events_per_s']:,.0f} events/s "

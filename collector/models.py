@@ -2,9 +2,12 @@
 
 The five high-volume tables are range-partitioned by day on ``client_ts``. A unique index on a
 partitioned table must contain the partition key, so their primary key is
-``(event_id, client_ts)``: a retried event carries the same client timestamp, which is what
-makes ``ON CONFLICT DO NOTHING`` de-duplicate it. Feedback and exposures are small and kept
-whole (exposures must outlive any retention window while their experiment runs).
+``(client_ts, event_id)``: a retried event carries the same client timestamp, which is what
+makes ``ON CONFLICT DO NOTHING`` de-duplicate it. Time comes first in the key because events
+arrive roughly in time order: inserts then land at the hot right edge of the index instead of at
+random pages (random UUIDs first made each batch's insert 10-20% slower). Feedback and exposures
+are small and kept whole (exposures must outlive any retention window while their experiment
+runs).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, SmallInteger, Text, text
+from sqlalchemy import CheckConstraint, Index, PrimaryKeyConstraint, SmallInteger, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -22,6 +25,7 @@ from codelift.db.base import PARTITION_COLUMN, Base
 
 def _partitioned(*constraints: Any) -> tuple[Any, ...]:
     return (
+        PrimaryKeyConstraint("client_ts", "event_id"),
         *constraints,
         {
             "postgresql_partition_by": "RANGE (client_ts)",

@@ -72,7 +72,7 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "latency_ms >= 0", name=op.f("ck_completion_served_latency_nonnegative")
         ),
-        sa.PrimaryKeyConstraint("event_id", "client_ts", name=op.f("pk_completion_served")),
+        sa.PrimaryKeyConstraint("client_ts", "event_id", name=op.f("pk_completion_served")),
         info={"partition_by_day": "client_ts"},
         postgresql_partition_by="RANGE (client_ts)",
     )
@@ -150,7 +150,7 @@ def upgrade() -> None:
             "edit_distance_ratio BETWEEN 0 AND 1",
             name=op.f("ck_persistence_check_ratio_in_unit_range"),
         ),
-        sa.PrimaryKeyConstraint("event_id", "client_ts", name=op.f("pk_persistence_check")),
+        sa.PrimaryKeyConstraint("client_ts", "event_id", name=op.f("pk_persistence_check")),
         info={"partition_by_day": "client_ts"},
         postgresql_partition_by="RANGE (client_ts)",
     )
@@ -178,7 +178,7 @@ def upgrade() -> None:
             "accepted_chars >= 0 AND accepted_lines >= 0",
             name=op.f("ck_suggestion_outcome_nonnegative"),
         ),
-        sa.PrimaryKeyConstraint("event_id", "client_ts", name=op.f("pk_suggestion_outcome")),
+        sa.PrimaryKeyConstraint("client_ts", "event_id", name=op.f("pk_suggestion_outcome")),
         info={"partition_by_day": "client_ts"},
         postgresql_partition_by="RANGE (client_ts)",
     )
@@ -206,7 +206,7 @@ def upgrade() -> None:
             "chars >= 0 AND lines >= 0 AND display_ms >= 0",
             name=op.f("ck_suggestion_shown_nonnegative"),
         ),
-        sa.PrimaryKeyConstraint("event_id", "client_ts", name=op.f("pk_suggestion_shown")),
+        sa.PrimaryKeyConstraint("client_ts", "event_id", name=op.f("pk_suggestion_shown")),
         info={"partition_by_day": "client_ts"},
         postgresql_partition_by="RANGE (client_ts)",
     )
@@ -232,7 +232,7 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "window_end >= window_start", name=op.f("ck_typing_volume_window_ordered")
         ),
-        sa.PrimaryKeyConstraint("event_id", "client_ts", name=op.f("pk_typing_volume")),
+        sa.PrimaryKeyConstraint("client_ts", "event_id", name=op.f("pk_typing_volume")),
         info={"partition_by_day": "client_ts"},
         postgresql_partition_by="RANGE (client_ts)",
     )
