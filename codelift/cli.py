@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterator
 from typing import Annotated
 
 import typer
-from sqlalchemy.orm import Session
 
 from codelift.auth.keys import UnknownApiKeyError, create_api_key, list_api_keys, revoke_api_key
 from codelift.auth.models import Scope
-from codelift.db.connection import libpq_conninfo, make_engine
+from codelift.db.connection import libpq_conninfo
 from codelift.db.embedded import database_url
 from codelift.db.migrate import current_revision, head_revision, upgrade
 from codelift.db.partitions import maintain_for_settings
+from codelift.db.session import session_for
 from codelift.settings import get_database_settings
+from experiments.cli import app as experiments_app
 
 app = typer.Typer(
     no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants."
@@ -26,6 +25,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema and partitions.
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for the collector and the gateway.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(experiments_app, name="experiments")
 
 
 def _setup_logging(level: str = "info") -> None:
@@ -94,17 +94,6 @@ def collector(
         serve(settings.model_copy(update={"database_url": url}))
 
 
-@contextlib.contextmanager
-def _session_for(url: str) -> Iterator[Session]:
-    # The engine is disposed with the session, so no pooled connection outlives the command.
-    engine = make_engine(url, pool_size=1)
-    try:
-        with Session(engine) as session:
-            yield session
-    finally:
-        engine.dispose()
-
-
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
@@ -114,7 +103,7 @@ def keys_create(
 ) -> None:
     """Create an API key and print it; it is shown this once and never stored."""
     scopes = scope or [Scope.INGEST]
-    with database_url(get_database_settings()) as url, _session_for(url) as session:
+    with database_url(get_database_settings()) as url, session_for(url) as session:
         key, secret = create_api_key(session, name=name, scopes=scopes)
         session.commit()
         typer.echo(f"created key {key.id} ({key.name}, scopes: {', '.join(key.scopes)})", err=True)
@@ -124,7 +113,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List API keys (never their secrets)."""
-    with database_url(get_database_settings()) as url, _session_for(url) as session:
+    with database_url(get_database_settings()) as url, session_for(url) as session:
         for key in list_api_keys(session):
             state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
             typer.echo(
@@ -137,7 +126,7 @@ def keys_revoke(
     key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).")],
 ) -> None:
     """Revoke an API key; collectors stop accepting it within seconds."""
-    with database_url(get_database_settings()) as url, _session_for(url) as session:
+    with database_url(get_database_settings()) as url, session_for(url) as session:
         try:
             key = revoke_api_key(session, key_id=key_id)
         except UnknownApiKeyError as exc:
