@@ -70,7 +70,8 @@ def _duration_s(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(_duration_s), Field(ge=0)]
+# Finite only: JSON (and so the JSONB columns) has no infinity.
+Seconds = Annotated[float, BeforeValidator(_duration_s), Field(ge=0, allow_inf_nan=False)]
 
 
 class Selector(BaseModel):
@@ -135,7 +136,7 @@ class ArmConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Slug
-    weight: Annotated[float, Field(gt=0, le=1)]
+    weight: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
     description: str = ""
     variant: VariantOverrides = VariantOverrides()
 
@@ -277,7 +278,10 @@ def parse_config(data: Any) -> ExperimentConfig:
 
 def load_config(path: Path) -> ExperimentConfig:
     """Read and validate a definition file (.yaml, .yml or .toml)."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it as UTF-8 text: {exc}") from None
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):

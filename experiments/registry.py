@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from experiments.config import ConfigError, ExperimentConfig, Status, parse_config
 from experiments.models import Experiment, ExperimentArm, ExperimentAudit, RegistryVersion
@@ -147,7 +147,8 @@ def apply_definition(session: Session, *, config: ExperimentConfig, actor: str) 
         )
     if "status" in changed:
         _check_transition(config.key, Status(existing.status), config.status)
-    if config.status is Status.RUNNING:
+    # A paused experiment is live too: widening its targeting must not overlap a running one.
+    if config.status in LIVE:
         _check_layer_conflicts(session, config)
     before_state = _snapshot(existing)
     _write_fields(existing, config)
@@ -269,6 +270,12 @@ def _write_fields(experiment: Experiment, config: ExperimentConfig) -> None:
     if [(a.name, a.weight, a.description, a.variant) for a in experiment.arms] != [
         (arm.name, arm.weight, arm.description, arm.variant.as_dict()) for _, arm in wanted
     ]:
+        session = object_session(experiment)
+        if experiment.arms and session is not None:
+            # The unit of work inserts before it deletes, so new arms reusing old names would
+            # break the (experiment_id, name) unique constraint: delete the old ones first.
+            experiment.arms.clear()
+            session.flush()
         experiment.arms = [
             ExperimentArm(
                 position=position,
