@@ -90,7 +90,8 @@ class Selector(BaseModel):
         return self
 
     def matches(self, value: str) -> bool:
-        """Whether a request with this value is targeted."""
+        """Whether a request with this value is targeted (case does not matter)."""
+        value = value.lower()
         return (not self.include or value in self.include) and value not in self.exclude
 
     def disjoint_from(self, other: Selector) -> bool:
@@ -147,7 +148,7 @@ class Guardrail(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: str
-    margin: Annotated[float, Field(ge=0, le=1)]
+    margin: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
     @field_validator("metric")
     @classmethod
@@ -160,7 +161,7 @@ class Stage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    coverage: Annotated[float, Field(gt=0, le=1)]
+    coverage: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
     min_users: Annotated[int, Field(ge=0)] = 0
     min_duration_s: Seconds = 0.0
 
@@ -205,7 +206,7 @@ class ExperimentConfig(BaseModel):
     # overlapping slices (and targeting) cannot run at the same time.
     traffic: tuple[float, float] = (0.0, 1.0)
     status: Status = Status.DRAFT
-    coverage: Annotated[float, Field(ge=0, le=1)] | None = None
+    coverage: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     targeting: Targeting = Targeting()
     arms: tuple[ArmConfig, ...]
     primary_metrics: tuple[str, ...]
@@ -220,6 +221,15 @@ class ExperimentConfig(BaseModel):
         for name in names:
             _known_metric(name)
         return names
+
+    @field_validator("seed")
+    @classmethod
+    def _not_a_layer_seed(cls, seed: str | None) -> str | None:
+        # Layers hash with "layer:<name>": an experiment with that seed would have its arms
+        # perfectly correlated with the layer's split.
+        if seed is not None and seed.startswith("layer:"):
+            raise ValueError("must not start with 'layer:' (reserved for layer hashes)")
+        return seed
 
     @field_validator("bucketing_version")
     @classmethod

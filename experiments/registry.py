@@ -134,6 +134,9 @@ def apply_definition(session: Session, *, config: ExperimentConfig, actor: str) 
         )
         return ApplyResult(experiment=experiment, created=True, changed=())
 
+    if "status" not in config.model_fields_set:
+        # A file without a status leaves the experiment's status alone (as for coverage).
+        config = config.model_copy(update={"status": Status(existing.status)})
     before = config_of(existing)
     changed = _changed_fields(before, config)
     if not changed:

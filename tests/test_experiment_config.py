@@ -705,3 +705,20 @@ def test_configs_are_frozen() -> None:
     parsed: ExperimentConfig = config()
     with pytest.raises(ValueError, match="frozen"):
         parsed.key = "other"  # type: ignore[misc]
+
+
+def test_targeting_ignores_the_case_of_the_request() -> None:
+    targeting = config("exp-a").targeting
+    assert targeting.matches(language="Python", org="acme", ide="VSCode")
+    assert not targeting.matches(language="Java", org="acme", ide="vscode")
+
+
+def test_a_seed_in_the_layer_namespace_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="seed: must not start with 'layer:'"):
+        config("exp-a", seed="layer:completion-model")
+
+
+@pytest.mark.parametrize("field", ["coverage"])
+def test_nan_coverage_is_named_as_not_finite(field: str) -> None:
+    with pytest.raises(ConfigError, match="coverage: Input should be a finite number"):
+        config("exp-a", **{field: float("nan")})

@@ -611,3 +611,13 @@ def test_changes_commit_through_a_savepoint(db_session: Session) -> None:
     db_session.commit()
     db_session.expire_all()
     assert get_experiment(db_session, "committed-exp").status == "running"
+
+
+def test_reapplying_a_file_without_status_leaves_the_status_alone(db_session: Session) -> None:
+    apply(db_session, running("no-status"))
+    set_status(db_session, key="no-status", status=Status.PAUSED, actor=ACTOR)
+    result = apply_definition(
+        db_session, config=config("no-status", description="edited"), actor=ACTOR
+    )
+    assert result.changed == ("description",)
+    assert result.experiment.status == "paused"
