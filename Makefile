@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run check test bench clean
+.PHONY: install run check test bench bench-assignment clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+
+bench-assignment: install
+	$(BIN)/python -m bench.assignment
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
