@@ -28,6 +28,7 @@ from tests.database import (
     truncate_events,
     utc_today,
 )
+from tests.experiment_factories import CommittedRegistry
 from tests.servers import HTTP_TIMEOUT_S, collector_settings, run_collector
 
 
@@ -102,6 +103,14 @@ def serve_only_key(engine: Engine) -> Key:
 def revoked_key(engine: Engine) -> Key:
     """A key with the ingest scope that has been revoked."""
     return commit_key(engine, "old-plugin", [Scope.INGEST], revoked=True)
+
+
+@pytest.fixture
+def registry(engine: Engine) -> Iterator[CommittedRegistry]:
+    """Registry changes committed for other connections to see; removed after the test."""
+    registry = CommittedRegistry(engine)
+    yield registry
+    registry.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -35,13 +35,6 @@ CHI2_1DF_P001 = 10.828
 
 
 @pytest.fixture
-def registry(engine: Engine) -> Iterator[CommittedRegistry]:
-    registry = CommittedRegistry(engine)
-    yield registry
-    registry.cleanup()
-
-
-@pytest.fixture
 def service(engine: Engine, registry: CommittedRegistry) -> Iterator[AssignmentService]:
     service = AssignmentService(engine, DEFAULT_VARIANT, refresh_interval_s=0.05)
     yield service

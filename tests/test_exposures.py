@@ -25,13 +25,6 @@ FAST = 0.02  # seconds between the writer's looks at an empty queue
 
 
 @pytest.fixture
-def registry(engine: Engine) -> Iterator[CommittedRegistry]:
-    registry = CommittedRegistry(engine)
-    yield registry
-    registry.cleanup()
-
-
-@pytest.fixture
 def recorder(engine: Engine, registry: CommittedRegistry) -> Iterator[ExposureRecorder]:
     recorder = ExposureRecorder(engine, flush_interval_s=FAST)
     yield recorder
