@@ -1,0 +1,1 @@
+"""Statistics on user-level sufficient statistics: lifts, CIs, sequential tests, SRM, CUPED."""
