@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run check test bench bench-assignment clean
+.PHONY: install run check test bench bench-assignment bench-analysis clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: install
 
 bench-assignment: install
 	$(BIN)/python -m bench.assignment
+
+bench-analysis: install
+	$(BIN)/python -m bench.analysis
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -16,6 +16,8 @@ from codelift.db.migrate import current_revision, head_revision, upgrade
 from codelift.db.partitions import maintain_for_settings
 from codelift.db.session import session_for
 from codelift.settings import get_database_settings
+from experiments.analysis_cli import analyze as analyze_command
+from experiments.analysis_cli import gate as gate_command
 from experiments.cli import app as experiments_app
 
 app = typer.Typer(
@@ -26,6 +28,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys for the collector an
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(experiments_app, name="experiments")
+app.command("analyze")(analyze_command)
+app.command("gate")(gate_command)
 
 
 def _setup_logging(level: str = "info") -> None:

@@ -33,6 +33,8 @@ def load_all_models() -> MetaData:
     """Import every package that owns tables, so the metadata is complete (Alembic, tests)."""
     import codelift.auth.models  # noqa: F401
     import collector.models  # noqa: F401
+    import experiments.gate_models  # noqa: F401
     import experiments.models  # noqa: F401
+    import experiments.rollup_models  # noqa: F401
 
     return Base.metadata
