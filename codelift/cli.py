@@ -19,6 +19,7 @@ from codelift.settings import get_database_settings
 from experiments.analysis_cli import analyze as analyze_command
 from experiments.analysis_cli import gate as gate_command
 from experiments.cli import app as experiments_app
+from experiments.rollups import refresh_rollups
 
 app = typer.Typer(
     no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants."
@@ -66,6 +67,26 @@ def db_maintain() -> None:
     )
     for table, day in plan.drop:
         typer.echo(f"  dropped {table} {day:%Y-%m-%d}")
+
+
+@db_app.command("rollup")
+def db_rollup(
+    lookback_days: Annotated[
+        int, typer.Option(help="Days before the last refresh to rewrite (late events).")
+    ] = 2,
+) -> None:
+    """Bring the per-user daily metric rollups up to date (run it periodically, e.g. hourly)."""
+    _setup_logging()
+    with database_url(get_database_settings()) as url, session_for(url) as session:
+        result = refresh_rollups(session.connection(), lookback_days=lookback_days)
+        session.commit()
+    if result.first_day is None:
+        typer.echo("no events to roll up")
+        return
+    typer.echo(
+        f"rolled up {result.first_day} to {result.last_day}: {result.daily_rows} daily rows, "
+        f"{result.exposure_day_rows} exposure-day rows"
+    )
 
 
 @app.command("collector")

@@ -79,3 +79,13 @@ def test_analyze_and_gate_refuse_unknown_experiments(database_url: str) -> None:
     assert run(database_url, "analyze", "nope").exit_code == 2
     assert run(database_url, "gate", "nope").exit_code == 2
     assert run(database_url, "gate").exit_code == 2
+
+
+def test_db_rollup_brings_the_rollups_up_to_date(
+    database_url: str, committed_data: None, pg: PgConnection
+) -> None:
+    result = run(database_url, "db", "rollup")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("rolled up ")
+    row = pg.execute("SELECT count(*) AS n FROM metric_rollup_daily").fetchone()
+    assert row is not None and row["n"] > 0
