@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from codelift.auth.models import Scope
@@ -70,6 +70,17 @@ def db_session(engine: Engine) -> Iterator[Session]:
             yield session
         finally:
             session.close()
+            transaction.rollback()
+
+
+@pytest.fixture
+def conn(engine: Engine) -> Iterator[Connection]:
+    """A connection inside a transaction rolled back after the test (Core-level tests)."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            yield connection
+        finally:
             transaction.rollback()
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from experiments.analysis import AnalysisReport, analyze_experiment, gate_view
@@ -48,17 +47,6 @@ def definition(**fields: Any) -> ExperimentConfig:
         },
     }
     return config(EXPERIMENT, **(base | fields))
-
-
-@pytest.fixture
-def conn(engine: Engine) -> Iterator[Connection]:
-    """A connection inside a transaction rolled back after the test."""
-    with engine.connect() as connection:
-        transaction = connection.begin()
-        try:
-            yield connection
-        finally:
-            transaction.rollback()
 
 
 @pytest.fixture

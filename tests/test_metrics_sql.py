@@ -22,11 +22,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, insert
 
 from collector.models import (
     CompletionServedRow,
@@ -162,17 +161,6 @@ class Events:
                 "chars_excluded_undo_redo": 0,
             },
         )
-
-
-@pytest.fixture
-def conn(engine: Engine) -> Iterator[Connection]:
-    """A connection inside a transaction rolled back after the test."""
-    with engine.connect() as connection:
-        transaction = connection.begin()
-        try:
-            yield connection
-        finally:
-            transaction.rollback()
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, insert, text
+from sqlalchemy import Connection, insert, text
 
 from collector.models import SuggestionOutcomeRow, SuggestionShownRow
 from experiments.metrics_sql import (
@@ -21,17 +20,6 @@ from experiments.rollups import refresh_rollups
 from experiments.synthetic import SyntheticConfig, load_synthetic
 
 EXPERIMENT = "synthetic"
-
-
-@pytest.fixture
-def conn(engine: Engine) -> Iterator[Connection]:
-    """A connection inside a transaction rolled back after the test."""
-    with engine.connect() as connection:
-        transaction = connection.begin()
-        try:
-            yield connection
-        finally:
-            transaction.rollback()
 
 
 def load_into(conn: Connection, **options: Any) -> None:
