@@ -78,7 +78,11 @@ class IngestService:
                 if attempt == 2 or not _is_missing_partition(exc):
                     raise
                 log.warning("creating missing partitions after: %s", exc)
-                await self._partitions.ensure(min(e.client_ts for e in parsed.valid).date())
+                earliest = min(e.client_ts for e in parsed.valid).astimezone(dt.UTC)
+                try:
+                    await self._partitions.ensure(earliest.date())
+                except psycopg.OperationalError:
+                    raise DatabaseUnavailable("database unavailable; retry later") from None
         raise AssertionError("unreachable")
 
     def _count(self, parsed: ParsedBatch, written: WriteResult) -> None:
