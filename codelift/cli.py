@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from typing import Annotated
@@ -117,6 +118,79 @@ def collector(
                 param_hint="CODELIFT_DATABASE_URL",
             )
         serve(settings.model_copy(update={"database_url": url}))
+
+
+@app.command("gateway")
+def gateway(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Serve the OpenAI-compatible completion gateway until interrupted."""
+    from serving.gateway.config import get_settings
+    from serving.gateway.launch import assignment_service, make_backends
+    from serving.gateway.main import create_app
+    from serving.gateway.server import serve
+
+    settings = get_settings()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    _setup_logging(settings.log_level)
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(database_url(settings))
+        if not settings.database_url:
+            upgrade(url)
+        settings = settings.model_copy(update={"database_url": url})
+        assignment = (
+            stack.enter_context(assignment_service(settings, url)) if settings.experiments else None
+        )
+        app = create_app(settings, make_backends(settings), assignment, close_backends=True)
+        serve(app, settings.host, settings.port, log_level=settings.log_level)
+
+
+@app.command("vllm-command")
+def vllm_command(
+    key: Annotated[str, typer.Argument(help="Experiment key.")],
+    adapter_dir: Annotated[
+        str, typer.Option(help="Directory holding LoRA adapters, one folder per name.")
+    ] = "adapters",
+    lora: Annotated[
+        list[str] | None, typer.Option("--lora", help="NAME=PATH of an adapter; repeatable.")
+    ] = None,
+    base_port: Annotated[int, typer.Option(help="Port of the first deployment.")] = 8000,
+    max_lora_rank: Annotated[int, typer.Option(help="Largest LoRA rank to load.")] = 16,
+    include_local: Annotated[
+        bool, typer.Option(help="Also deploy arms whose backend is 'local'.")
+    ] = False,
+) -> None:
+    """Print the `vllm serve` command lines that serve an experiment's arms."""
+    from experiments.registry import UnknownExperimentError, config_of, get_experiment
+    from serving.gateway.config import get_settings
+    from serving.vllm_command import render
+
+    paths: dict[str, str] = {}
+    for item in lora or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"expected NAME=PATH, got {item!r}", param_hint="--lora")
+        paths[name] = path
+    settings = get_settings()
+    with database_url(settings) as url, session_for(url) as session:
+        try:
+            config = config_of(get_experiment(session, key))
+        except UnknownExperimentError as exc:
+            raise typer.BadParameter(str(exc), param_hint="KEY") from None
+    typer.echo(
+        render(
+            config,
+            settings.default_variant,
+            adapter_dir=adapter_dir,
+            adapter_paths=paths,
+            base_port=base_port,
+            max_lora_rank=max_lora_rank,
+            include_local=include_local,
+        ),
+        nl=False,
+    )
 
 
 @keys_app.command("create")

@@ -1,0 +1,77 @@
+"""Settings of the gateway deployable."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from codelift.settings import DatabaseSettings
+from experiments.variants import Variant
+
+
+class VllmBackendConfig(BaseModel):
+    """One vLLM OpenAI server (one deployment per base model)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    # Base models (and LoRA adapter names) this server answers for; empty means any.
+    models: tuple[str, ...] = ()
+    api_key: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=256, ge=1)
+    # Tokens per character when no tokenizer is at hand (the context budget is then estimated).
+    chars_per_token: float = Field(default=3.5, gt=0)
+
+
+class LocalBackendConfig(BaseModel):
+    """The project's own torch engine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Off when every variant is served by vLLM (the engine then never loads torch).
+    enabled: bool = True
+    # A checkpoint directory or file; unset means the one shipped in serving/local/checkpoints.
+    checkpoint: str | None = None
+
+
+class GatewaySettings(DatabaseSettings):
+    """Everything the gateway reads from the environment (``CODELIFT_`` prefix).
+
+    Nested values are JSON, e.g. ``CODELIFT_DEFAULT_VARIANT='{"model": "codelift-fim-small"}'``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8200, ge=0, le=65535)
+    log_level: str = "info"
+    # Served when no experiment applies (or no assignment service is configured).
+    default_variant: Variant = Variant(model="codelift-fim-small")
+    # Where completion_served events go; unset means they are not logged.
+    collector_url: str | None = None
+    ingest_key: str | None = None
+    event_queue_size: int = Field(default=10_000, ge=1)
+    event_batch_size: int = Field(default=100, ge=1, le=100_000)
+    event_flush_interval_s: float = Field(default=0.2, gt=0)
+    event_timeout_s: float = Field(default=2.0, gt=0)
+    event_max_retries: int = Field(default=3, ge=0)
+    event_backoff_s: float = Field(default=0.2, gt=0)
+    # Requests per second allowed per API key (a token bucket of ``rate_limit_burst``).
+    rate_limit_per_s: float = Field(default=50.0, gt=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    # Whether requests need a key with the "serve" scope (keys live in the database).
+    require_auth: bool = True
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0)
+    db_pool_min: int = Field(default=1, ge=1)
+    db_pool_max: int = Field(default=4, ge=1)
+    db_timeout_s: float = Field(default=2.0, gt=0)
+    # Read experiment arms from the registry (needs the database); off means default variant.
+    experiments: bool = True
+    registry_refresh_s: float = Field(default=1.0, gt=0)
+    # What a 503 asks the client to wait before retrying, unless the backend says otherwise.
+    retry_after_s: int = Field(default=1, ge=1)
+    local: LocalBackendConfig = LocalBackendConfig()
+    vllm: tuple[VllmBackendConfig, ...] = ()
+
+
+def get_settings() -> GatewaySettings:
+    """Read the gateway's settings from the environment."""
+    return GatewaySettings()

@@ -1,0 +1,110 @@
+"""Errors as values, and the one place they become OpenAI-style error responses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from codelift.auth.verify import AuthError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewayError:
+    """A request the gateway could not serve: the HTTP status and OpenAI's error fields."""
+
+    status: int
+    type: str
+    message: str
+    param: str | None = None
+    code: str | None = None
+    retry_after_s: float | None = None
+
+    def body(self) -> dict[str, object]:
+        """OpenAI's error body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def bad_request(message: str, *, param: str | None = None) -> GatewayError:
+    """400: the request is malformed; ``param`` names the field."""
+    return GatewayError(400, "invalid_request_error", message, param=param, code="invalid_value")
+
+
+def from_validation_error(exc: ValidationError) -> GatewayError:
+    """400 naming the first invalid field of a request body."""
+    first = exc.errors(include_url=False)[0] if exc.errors() else None
+    if first is None:
+        return bad_request("invalid request body")
+    # Union members add their type to the location (("prompt", "str")): the field is the first.
+    param = str(first["loc"][0]) if first["loc"] else None
+    if first["type"] == "json_invalid":
+        return bad_request(f"request body is not valid JSON: {first['msg']}")
+    if first["type"] == "missing":
+        return bad_request(f"{param} is required", param=param)
+    return bad_request(f"{param}: {first['msg']}", param=param)
+
+
+def from_auth_error(exc: AuthError) -> GatewayError:
+    """401 (no or unknown key) or 403 (revoked, or lacks the serve scope)."""
+    if exc.status == 401:
+        return GatewayError(401, "authentication_error", exc.message, code="invalid_api_key")
+    return GatewayError(403, "permission_error", exc.message, code="forbidden")
+
+
+def unknown_model(model: str) -> GatewayError:
+    """404: no variant serves ``model``."""
+    return GatewayError(
+        404,
+        "invalid_request_error",
+        f"the model {model!r} does not exist; GET /v1/models lists the models served",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def rate_limited(retry_after_s: float) -> GatewayError:
+    """429: the key is over its request rate."""
+    return GatewayError(
+        429,
+        "rate_limit_error",
+        "rate limit exceeded for this API key; retry later",
+        code="rate_limit_exceeded",
+        retry_after_s=retry_after_s,
+    )
+
+
+def backend_unavailable(message: str, retry_after_s: float) -> GatewayError:
+    """503: the backend is down or overloaded."""
+    return GatewayError(
+        503, "server_error", message, code="backend_unavailable", retry_after_s=retry_after_s
+    )
+
+
+def backend_failed(message: str) -> GatewayError:
+    """502: the backend answered with an error."""
+    return GatewayError(502, "server_error", message, code="backend_error")
+
+
+def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    """The HTTP response for ``error``: OpenAI's body, Retry-After and WWW-Authenticate."""
+    all_headers = dict(headers or {})
+    if error.retry_after_s is not None:
+        all_headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if error.status == 401:
+        all_headers["WWW-Authenticate"] = "Bearer"
+    return Response(
+        json.dumps(error.body()),
+        status_code=error.status,
+        headers=all_headers,
+        media_type="application/json",
+    )

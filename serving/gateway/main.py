@@ -1,0 +1,163 @@
+"""Builds the gateway app: lifespan (event logger, key verifier), routes, error responses."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from psycopg_pool import AsyncConnectionPool
+from starlette.responses import Response
+
+from codelift.auth.verify import KeyVerifier
+from codelift.db.connection import libpq_conninfo
+from experiments.assignment import AssignmentService
+from serving.backend import Backend
+from serving.event_logger import EventLogger
+from serving.gateway import routes
+from serving.gateway.config import GatewaySettings
+from serving.gateway.deps import GatewayState
+from serving.gateway.errors import GatewayError, error_response
+from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.protocol import CompletionRequest, ErrorResponse
+from serving.gateway.ratelimit import RateLimiter
+from serving.gateway.serving import CompletionService
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: GatewaySettings,
+    backends: Mapping[str, Backend],
+    assignment: AssignmentService | None = None,
+    *,
+    close_backends: bool = False,
+    event_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The gateway for ``settings``, serving from ``backends`` (keyed by ``Variant.backend``).
+
+    Without ``assignment`` every request gets ``settings.default_variant``. With
+    ``settings.require_auth`` the database (``settings.database_url``) holds the API keys.
+    ``event_transport`` replaces the network under the event logger (benchmarks).
+    """
+    if settings.require_auth and not settings.database_url:
+        raise ValueError("require_auth needs database_url (API keys live in the database)")
+    metrics = GatewayMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        events = EventLogger(
+            settings.collector_url,
+            settings.ingest_key,
+            queue_size=settings.event_queue_size,
+            batch_size=settings.event_batch_size,
+            flush_interval_s=settings.event_flush_interval_s,
+            timeout_s=settings.event_timeout_s,
+            max_retries=settings.event_max_retries,
+            backoff_s=settings.event_backoff_s,
+            on_drop=metrics.events_dropped.inc,
+            transport=event_transport,
+        )
+        await events.start()
+        pool: AsyncConnectionPool[Any] | None = None
+        verifier = None
+        if settings.require_auth:
+            assert settings.database_url is not None
+            pool = AsyncConnectionPool(
+                libpq_conninfo(settings.database_url),
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+                timeout=settings.db_timeout_s,
+                kwargs={"connect_timeout": max(1, int(settings.db_timeout_s))},
+                open=False,
+            )
+            await pool.open(wait=False)
+            verifier = KeyVerifier(pool, ttl_s=settings.auth_cache_ttl_s)
+        service = CompletionService(
+            settings=settings,
+            backends=backends,
+            assignment=assignment,
+            events=events,
+            metrics=metrics,
+        )
+        app.state.gateway = GatewayState(
+            settings=settings,
+            service=service,
+            events=events,
+            metrics=metrics,
+            limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+            verifier=verifier,
+        )
+        try:
+            yield
+        finally:
+            await events.aclose()
+            if pool is not None:
+                await pool.close()
+            if close_backends:
+                for backend in backends.values():
+                    await backend.aclose()
+
+    app = FastAPI(
+        title="CodeLift gateway",
+        summary="OpenAI-compatible code completions, served by experiment arm.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.include_router(routes.router)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return error_response(GatewayError(500, "server_error", "internal error"))
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    # /v1/completions is a plain Starlette route (see routes.py), so FastAPI cannot see it; its
+    # wire schema is added here for clients and schema-based fuzzers.
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        refs = "#/components/schemas/{model}"
+        for model in (CompletionRequest, ErrorResponse):
+            body = model.model_json_schema(ref_template=refs)
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        error = {
+            "content": {
+                "application/json": {"schema": {"$ref": refs.format(model="ErrorResponse")}}
+            }
+        }
+        schema.setdefault("paths", {})["/v1/completions"] = {
+            "post": {
+                "summary": "Create Completion",
+                "description": routes.create_completion.__doc__,
+                "operationId": "create_completion",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": refs.format(model="CompletionRequest")}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": "An OpenAI completion object (or server-sent events)."},
+                    **{
+                        str(status): {"description": "Error", **error}
+                        for status in (400, 401, 403, 404, 429, 502, 503)
+                    },
+                },
+            }
+        }
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,149 @@
+"""HTTP routes of the gateway (HTTP only; the work is in ``serving.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from serving.gateway.deps import GatewayState
+from serving.gateway.errors import GatewayError, error_response, from_validation_error
+from serving.gateway.protocol import CompletionRequest, ErrorResponse, ModelList
+
+router = APIRouter()
+
+T = TypeVar("T")
+
+# Nginx's "client closed request": never seen by the client, but visible in access logs.
+CLIENT_CLOSED_REQUEST = 499
+# How long a request runs before the gateway starts watching for the client going away.
+DISCONNECT_WATCH_AFTER_S = 0.02
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429, 502, 503)
+}
+
+
+def _state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+async def _cancel_when_disconnected(request: Request, task: asyncio.Task[Any]) -> None:
+    # The body was read already, so the next ASGI message is the disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            task.cancel()
+            return
+
+
+async def _cancel_on_disconnect(request: Request, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """Await ``work`` unless the client goes away first, which cancels it (and its backend
+    request); ``(False, None)`` then.
+
+    The work runs in the request's own task. A watcher task is only started once the work has
+    taken ``DISCONNECT_WATCH_AFTER_S``: a task per request was a tenth of the gateway's time,
+    and a request that quick has no backend work left worth cancelling.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    watchers: list[asyncio.Task[None]] = []
+
+    def watch() -> None:
+        watchers.append(loop.create_task(_cancel_when_disconnected(request, task)))
+
+    timer = loop.call_later(DISCONNECT_WATCH_AFTER_S, watch)
+    try:
+        return True, await work
+    except asyncio.CancelledError:
+        if not watchers or not watchers[0].done() or watchers[0].cancelled():
+            raise  # cancelled by the server (shutdown), not by the client
+        task.uncancel()
+        return False, None
+    finally:
+        timer.cancel()
+        for watcher in watchers:
+            watcher.cancel()
+
+
+async def create_completion(request: Request) -> Response:
+    """Complete the code at the cursor (OpenAI's completions API; arms in ``codelift``)."""
+    started = time.perf_counter()
+    state = _state(request)
+    refused = await state.admit(request.headers.get("authorization"))
+    if refused is not None:
+        return _error(state, refused)
+    try:
+        body = CompletionRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        return _error(state, from_validation_error(exc))
+    if body.model_extra:
+        state.note_extra_fields(list(body.model_extra))
+    service = state.service
+    prepared = service.prepare(body, request_id=uuid.uuid4().hex, started=started)
+    if isinstance(prepared, GatewayError):
+        return _error(state, prepared)
+    if body.stream:
+        finished, events = await _cancel_on_disconnect(request, service.open_stream(prepared))
+        if not finished or events is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        if isinstance(events, GatewayError):
+            return _error(state, events, prepared.headers())
+        state.metrics.completions.labels("200").inc()
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            headers={**prepared.headers(), "Cache-Control": "no-cache"},
+        )
+    finished, result = await _cancel_on_disconnect(request, service.complete(prepared))
+    if not finished or result is None:
+        state.metrics.completions.labels(str(CLIENT_CLOSED_REQUEST)).inc()
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    if isinstance(result, GatewayError):
+        return _error(state, result, prepared.headers())
+    state.metrics.completions.labels("200").inc()
+    return Response(json.dumps(result), media_type="application/json", headers=prepared.headers())
+
+
+# A plain Starlette route: FastAPI's parameter machinery has nothing to do for a raw body and
+# cost a fifth of the gateway's time per request. The schema is documented in main._openapi.
+router.routes.append(Route("/v1/completions", create_completion, methods=["POST"]))
+
+
+def _error(
+    state: GatewayState, error: GatewayError, headers: dict[str, str] | None = None
+) -> Response:
+    state.metrics.completions.labels(str(error.status)).inc()
+    return error_response(error, headers)
+
+
+@router.get("/v1/models", response_model=ModelList, responses=_ERRORS)
+async def list_models(request: Request) -> Response:
+    """The models and adapters the gateway's variants serve."""
+    state = _state(request)
+    refused = await state.admit(request.headers.get("authorization"))
+    if refused is not None:
+        return _error(state, refused)
+    return Response(state.service.model_list().model_dump_json(), media_type="application/json")
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    """Liveness."""
+    return {"status": "ok"}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics, including events dropped on the way to the collector."""
+    return Response(_state(request).metrics.exposition(), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,124 @@
+"""The official openai client against the gateway backed by the real local engine.
+
+The shipped checkpoint is used when it is there; otherwise a tiny random-weight model, saved
+and loaded through the engine's own checkpoint functions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import torch
+
+from experiments.variants import Decoding, Variant
+from serving.gateway.config import GatewaySettings
+from serving.gateway.main import create_app
+from serving.gateway.server import running
+from serving.local.engine import DEFAULT_CHECKPOINT, LocalEngine
+from serving.local.model import WEIGHTS_FILE, FimTransformer, ModelConfig, save_checkpoint
+from tests.apikeys import Key
+from tests.database import PgConnection
+
+TINY = ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, context=256)
+PREFIX = "def fibonacci(n):\n    if n < 2:\n        return n\n    return "
+SUFFIX = "\n\n\nprint(fibonacci(10))\n"
+
+
+def _checkpoint(tmp: Path) -> Path:
+    if (DEFAULT_CHECKPOINT / WEIGHTS_FILE).exists():
+        return DEFAULT_CHECKPOINT
+    torch.manual_seed(0)
+    save_checkpoint(FimTransformer(TINY), tmp, name="tiny-gateway")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def local_engine(tmp_path_factory: pytest.TempPathFactory) -> LocalEngine:
+    return LocalEngine.load(_checkpoint(tmp_path_factory.mktemp("gateway-engine")), threads=1)
+
+
+@pytest.fixture(scope="module")
+def gateway_url(
+    local_engine: LocalEngine, database_url: str, collector_url: str, ingest_key: Key
+) -> Iterator[str]:
+    variant = Variant(
+        model=local_engine.model_name,
+        decoding=Decoding(temperature=0.0, max_tokens=24),
+        context_tokens=min(1024, local_engine.context_length // 2),
+    )
+    settings = GatewaySettings.model_validate(
+        {
+            "database_url": database_url,
+            "environment": "test",
+            "default_variant": variant,
+            "collector_url": collector_url,
+            "ingest_key": ingest_key.secret,
+            "event_flush_interval_s": 0.05,
+            "event_batch_size": 20,
+        }
+    )
+    app = create_app(settings, {"local": local_engine}, close_backends=True)
+    with running(app) as url:
+        yield url
+
+
+@pytest.fixture
+def client(gateway_url: str, serve_only_key: Key) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=f"{gateway_url}/v1", api_key=serve_only_key.secret, max_retries=0, timeout=60
+    ) as client:
+        yield client
+
+
+def _complete(client: openai.OpenAI, **overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        "model": "codelift",
+        "prompt": PREFIX,
+        "suffix": SUFFIX,
+        "user": "local-dev",
+        "max_tokens": 24,
+        "extra_body": {"language": "python", "trigger": "auto"},
+    }
+    values.update(overrides)
+    return client.completions.create(**values)
+
+
+def test_completions_and_streaming_from_the_local_engine(
+    client: openai.OpenAI, local_engine: LocalEngine, pg: PgConnection, clean_events: None
+) -> None:
+    response = _complete(client)
+    assert response.id.startswith("cmpl-")
+    assert response.model == local_engine.model_name
+    [choice] = response.choices
+    assert isinstance(choice.text, str)
+    assert choice.finish_reason in ("stop", "length")
+    assert response.usage is not None and response.usage.prompt_tokens > 0
+    assert response.model_extra is not None
+    codelift = response.model_extra["codelift"]
+    assert codelift["arms"] == {} and codelift["latency_ms"] >= codelift["backend_ms"] > 0
+
+    # Greedy decoding: the stream releases exactly the same post-processed text.
+    streamed = "".join(c.choices[0].text for c in _complete(client, stream=True))
+    assert streamed == choice.text
+
+    deadline = time.monotonic() + 10
+    row = None
+    while row is None and time.monotonic() < deadline:
+        row = pg.execute(
+            "SELECT model, completion_chars FROM completion_served WHERE suggestion_id = %s",
+            (response.id,),
+        ).fetchone()
+        time.sleep(0.02)
+    assert row is not None
+    assert (row["model"], row["completion_chars"]) == (local_engine.model_name, len(choice.text))
+
+
+def test_models_and_unknown_model(client: openai.OpenAI, local_engine: LocalEngine) -> None:
+    assert [m.id for m in client.models.list()] == [local_engine.model_name]
+    with pytest.raises(openai.NotFoundError):
+        _complete(client, model="not-served")
