@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run check test bench bench-assignment bench-analysis clean
+.PHONY: install run check test bench bench-assignment bench-analysis bench-gateway clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench-assignment: install
 
 bench-analysis: install
 	$(BIN)/python -m bench.analysis
+
+bench-gateway: install
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
