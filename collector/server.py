@@ -7,7 +7,6 @@ the kernel spreads new connections across the processes instead.
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import os
@@ -19,6 +18,7 @@ from types import FrameType
 
 import uvicorn
 
+from codelift.serving_utils import tune_gc
 from collector.config import CollectorSettings
 
 log = logging.getLogger(__name__)
@@ -34,18 +34,6 @@ def bind_reuseport(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def tune_gc() -> None:
-    """Fewer garbage collections: a batch makes ~1000 short-lived objects without cycles.
-
-    With the default gen-0 threshold (700 allocations) the collector ran a collection every
-    few events, a third of its parsing time; objects that live as long as the process are
-    frozen out of collection altogether.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def _serve_one(settings: CollectorSettings, sock: socket.socket | None = None) -> None:

@@ -8,15 +8,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
-import uvicorn
-
+from codelift.serving_utils import running_in_thread
 from collector.config import CollectorSettings
 from collector.main import create_app
 
-STARTUP_TIMEOUT_S = 20.0
 SHUTDOWN_TIMEOUT_S = 20.0
 
 # Short, so the revocation test waits little; long enough that a burst of requests shares it.
@@ -59,37 +56,8 @@ def _listening_socket(port: int = 0) -> socket.socket:
 @contextlib.contextmanager
 def run_collector(settings: CollectorSettings) -> Iterator[str]:
     """Serve ``create_app(settings)`` on a free loopback port; yield its base URL."""
-    sock = _listening_socket()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings),
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        ws="none",
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"collector-{port}", daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the collector stopped during start-up")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the collector did not start in {STARTUP_TIMEOUT_S} s")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(SHUTDOWN_TIMEOUT_S)
-        sock.close()
-        if thread.is_alive():
-            raise RuntimeError(f"the collector did not stop in {SHUTDOWN_TIMEOUT_S} s")
+    with running_in_thread(create_app(settings), name="collector") as url:
+        yield url
 
 
 class _Link:
