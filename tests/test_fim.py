@@ -90,7 +90,7 @@ def test_every_family_has_a_template() -> None:
 
 
 @pytest.mark.parametrize("family", list(FimFamily))
-def test_braces_and_placeholders_in_code_are_left_alone(family: FimFamily) -> None:
+def test_braces_and_format_fields_in_code_are_left_alone(family: FimFamily) -> None:
     prefix, suffix = 'f"{prefix}" + {x}', "{suffix} }"
     prompt = fim.render(family, prefix, suffix)
     assert prefix in prompt and suffix in prompt
