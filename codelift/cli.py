@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from backtest.cli import backtest as backtest_command
 from codelift.auth.keys import UnknownApiKeyError, create_api_key, list_api_keys, revoke_api_key
 from codelift.auth.models import Scope
 from codelift.db.connection import libpq_conninfo
@@ -32,6 +33,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(experiments_app, name="experiments")
 app.command("analyze")(analyze_command)
 app.command("gate")(gate_command)
+app.command("backtest")(backtest_command)
 
 
 def _setup_logging(level: str = "info") -> None:

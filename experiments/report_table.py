@@ -68,6 +68,17 @@ HEADER = [
 ]
 
 
+def aligned(rows: list[list[str]]) -> list[str]:
+    """``rows`` (the first one the header) as left-aligned columns, a rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines: list[str] = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return lines
+
+
 def render(report: AnalysisReport) -> str:
     """The report as aligned text."""
     users = ", ".join(f"{arm} {n}" for arm, n in report.users_per_arm.items())
@@ -84,12 +95,7 @@ def render(report: AnalysisReport) -> str:
         "* = significant after correction; (↓) = lower is better",
         "",
     ]
-    rows = [HEADER, *(_row(result) for result in report.results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    for index, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
+    lines += aligned([HEADER, *(_row(result) for result in report.results)])
     if report.guardrails:
         lines += ["", "guardrails (non-inferiority, sequential):"]
         for g in report.guardrails:

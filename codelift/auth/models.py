@@ -12,11 +12,16 @@ from codelift.db.base import Base
 
 
 class Scope(enum.StrEnum):
-    """What a key may do: send events, request completions, or administer the platform."""
+    """What a key may do: send events, request completions, or administer the platform.
+
+    ``evaluate`` lets a ``serve`` key ask the gateway for a named variant instead of the
+    user's assigned arm (offline backtests); ``admin`` may do that too.
+    """
 
     INGEST = "ingest"
     SERVE = "serve"
     ADMIN = "admin"
+    EVALUATE = "evaluate"
 
 
 class ApiKey(Base):
@@ -25,7 +30,8 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (
         CheckConstraint(
-            "scopes <@ ARRAY['ingest', 'serve', 'admin']::varchar[]", name="known_scopes"
+            "scopes <@ ARRAY['ingest', 'serve', 'admin', 'evaluate']::varchar[]",
+            name="known_scopes",
         ),
     )
 

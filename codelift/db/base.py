@@ -31,6 +31,7 @@ class Base(DeclarativeBase):
 
 def load_all_models() -> MetaData:
     """Import every package that owns tables, so the metadata is complete (Alembic, tests)."""
+    import backtest.models  # noqa: F401
     import codelift.auth.models  # noqa: F401
     import collector.models  # noqa: F401
     import experiments.gate_models  # noqa: F401

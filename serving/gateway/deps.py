@@ -8,10 +8,16 @@ import logging
 import psycopg
 
 from codelift.auth.models import Scope
-from codelift.auth.verify import AuthError, KeyVerifier
+from codelift.auth.verify import AuthError, KeyVerifier, Principal
 from serving.event_logger import EventLogger
 from serving.gateway.config import GatewaySettings
-from serving.gateway.errors import GatewayError, backend_unavailable, from_auth_error, rate_limited
+from serving.gateway.errors import (
+    GatewayError,
+    backend_unavailable,
+    forbidden,
+    from_auth_error,
+    rate_limited,
+)
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.ratelimit import RateLimiter
 from serving.gateway.serving import CompletionService
@@ -19,6 +25,28 @@ from serving.gateway.serving import CompletionService
 log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
+# Scopes that may name a variant instead of being assigned one (offline backtests).
+VARIANT_SCOPES = frozenset({Scope.EVALUATE.value, Scope.ADMIN.value})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request comes from: a key's principal, or ``None`` when auth is off."""
+
+    principal: Principal | None
+
+    def may_choose_variant(self) -> GatewayError | None:
+        """``None`` when the caller may send ``variant``, else the 403 naming the field."""
+        if self.principal is None or not self.principal.scopes.isdisjoint(VARIANT_SCOPES):
+            return None
+        return forbidden(
+            f"variant: API key {self.principal.name!r} may not choose a variant; that needs "
+            "the 'evaluate' (or 'admin') scope",
+            param="variant",
+        )
+
+
+_OPEN = Caller(None)
 
 
 @dataclasses.dataclass(slots=True)
@@ -34,9 +62,10 @@ class GatewayState:
     # Names of unknown request fields already logged (each is logged once at info level).
     extra_fields_seen: set[str] = dataclasses.field(default_factory=set)
 
-    async def admit(self, authorization: str | None) -> GatewayError | None:
+    async def admit(self, authorization: str | None) -> Caller | GatewayError:
         """Authenticate the key (scope "serve") and take a token from its rate limit."""
         key: object = ANONYMOUS
+        caller = _OPEN
         if self.verifier is not None:
             try:
                 principal = await self.verifier.authenticate(authorization, Scope.SERVE)
@@ -48,10 +77,11 @@ class GatewayState:
                     "API key store unavailable; retry later", self.settings.retry_after_s
                 )
             key = principal.key_id
+            caller = Caller(principal)
         wait = self.limiter.acquire(key)
         if wait > 0:
             return rate_limited(wait)
-        return None
+        return caller
 
     def note_extra_fields(self, names: list[str]) -> None:
         """Log unknown request fields: each new name at info, repeats at debug."""

@@ -61,6 +61,11 @@ def from_auth_error(exc: AuthError) -> GatewayError:
     return GatewayError(403, "permission_error", exc.message, code="forbidden")
 
 
+def forbidden(message: str, *, param: str | None = None) -> GatewayError:
+    """403: the key may not do what the request asks; ``param`` names the field."""
+    return GatewayError(403, "permission_error", message, param=param, code="forbidden")
+
+
 def unknown_model(model: str) -> GatewayError:
     """404: no variant serves ``model``."""
     return GatewayError(

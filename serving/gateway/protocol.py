@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from experiments.variants import VariantOverrides
+
 Text = Annotated[str, StringConstraints(max_length=1_000_000)]
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
@@ -93,6 +95,10 @@ class CompletionRequest(BaseModel):
     ide: Label = "unknown"
     org: Label = "unknown"
     plugin_version: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    # Serve this variant (changes laid over the default variant) instead of the user's arms:
+    # offline evaluation. Only keys with the "evaluate" or "admin" scope may send it; nothing is
+    # assigned, no exposure is written and no completion_served event is logged.
+    variant: VariantOverrides | None = None
 
     @property
     def prompt_text(self) -> str:

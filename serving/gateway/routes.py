@@ -80,13 +80,17 @@ async def create_completion(request: Request) -> Response:
     """Complete the code at the cursor (OpenAI's completions API; arms in ``codelift``)."""
     started = time.perf_counter()
     state = _state(request)
-    refused = await state.admit(request.headers.get("authorization"))
-    if refused is not None:
-        return _error(state, refused)
+    caller = await state.admit(request.headers.get("authorization"))
+    if isinstance(caller, GatewayError):
+        return _error(state, caller)
     try:
         body = CompletionRequest.model_validate_json(await request.body())
     except ValidationError as exc:
         return _error(state, from_validation_error(exc))
+    if body.variant is not None:
+        refused = caller.may_choose_variant()
+        if refused is not None:
+            return _error(state, refused)
     if body.model_extra:
         state.note_extra_fields(list(body.model_extra))
     service = state.service
@@ -131,9 +135,9 @@ def _error(
 async def list_models(request: Request) -> Response:
     """The models and adapters the gateway's variants serve."""
     state = _state(request)
-    refused = await state.admit(request.headers.get("authorization"))
-    if refused is not None:
-        return _error(state, refused)
+    caller = await state.admit(request.headers.get("authorization"))
+    if isinstance(caller, GatewayError):
+        return _error(state, caller)
     return Response(state.service.model_list().model_dump_json(), media_type="application/json")
 
 

@@ -175,7 +175,10 @@ class CompletionService:
             return bad_request("n must be 1 when stream is true", param="n")
         if request.model != DEFAULT_MODEL_ALIAS and request.model not in self.models():
             return unknown_model(request.model)
-        if self.assignment is not None:
+        if request.variant is not None:
+            # Chosen by an evaluating key (checked by the route): no assignment, no exposure.
+            variant, arms = self.default_variant.with_overrides(request.variant), {}
+        elif self.assignment is not None:
             assignment = self.assignment.assign(
                 AssignmentRequest(
                     user_id=request.user,
@@ -454,9 +457,10 @@ class CompletionService:
         self.metrics.latency.labels(arms_label, model_label).observe(latency_ms / 1000)
         if backend_ms is not None:
             self.metrics.backend_latency.labels(arms_label, model_label).observe(backend_ms / 1000)
-        if not self.events.enabled:
-            return
         request = prepared.request
+        if not self.events.enabled or request.variant is not None:
+            # Evaluation traffic is no developer's: it stays out of the product's events.
+            return
         self.events.offer(
             {
                 "event_id": str(uuid.uuid4()),

@@ -88,7 +88,8 @@ def _candidates(language: Language) -> list[str]:
     return sorted(found, key=lambda p: hashlib.md5(p.encode(), usedforsecurity=False).digest())
 
 
-def _usable(data: bytes) -> bool:
+def usable(data: bytes) -> bool:
+    """Not empty, no NUL byte, no line longer than ``MAX_LINE_BYTES`` (minified or generated)."""
     if not data.strip() or b"\0" in data:
         return False
     return max(len(line) for line in data.split(b"\n")) <= MAX_LINE_BYTES
@@ -109,7 +110,7 @@ def collect(languages: list[Language]) -> Iterator[SourceFile]:
             except OSError:
                 continue
             digest = _digest(data)
-            if digest in seen or not _usable(data):
+            if digest in seen or not usable(data):
                 continue
             seen.add(digest)
             total += len(data)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backtest.metrics import edit_similarity
 from serving.local import data as data_mod
 from serving.local.model import (
     FimTransformer,
@@ -223,18 +224,6 @@ def greedy_infill(model: FimTransformer, prefix: str, suffix: str, *, max_new_to
     return text + decoder.flush()
 
 
-def _edit_similarity(a: str, b: str) -> float:
-    if not a and not b:
-        return 1.0
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return 1.0 - prev[-1] / max(len(a), len(b))
-
-
 def _parses(source: str) -> bool:
     try:
         ast.parse(source)
@@ -273,7 +262,7 @@ def masked_line(
             "language": f.language,
             "exact": prediction == target,
             "exact_stripped": prediction.strip() == target.strip(),
-            "edit_similarity": _edit_similarity(prediction, target),
+            "edit_similarity": edit_similarity(prediction, target),
             "baseline_exact": previous == target,
         }
         if f.language == "python":
