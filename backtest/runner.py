@@ -52,6 +52,10 @@ def run_samples(
 ) -> list[SampleResult]:
     """Every arm's completion of every span (``progress(done, total)`` after each request)."""
     variants = {arm.name: arm.for_evaluation(seed) for arm in arms}
+    if spans:
+        # Unrecorded warm-up: the first requests pay for connections and lazy set-up.
+        for arm in arms:
+            client.complete(spans[0], variants[arm.name])
     results: list[SampleResult] = []
     total = len(spans) * len(arms)
     for span in spans:
@@ -145,11 +149,13 @@ def summarize(
     resamples: int = DEFAULT_RESAMPLES,
     alpha: float = DEFAULT_ALPHA,
 ) -> list[SummaryRow]:
-    """Every metric per language (and ``all``) per arm, with bootstrap CIs, and each arm's
-    paired difference to ``arms[0]`` (the baseline)."""
+    """Every metric per language (and ``all`` when there are several) per arm, with bootstrap
+    CIs, and each arm's paired difference to ``arms[0]`` (the baseline)."""
     languages = sorted({r.span.language for r in results})
+    if len(languages) > 1:
+        languages.append(ALL_LANGUAGES)
     rows: list[SummaryRow] = []
-    for language in [*languages, ALL_LANGUAGES]:
+    for language in languages:
         by_arm: dict[str, dict[int, SampleResult]] = {arm: {} for arm in arms}
         for r in results:
             if language in (ALL_LANGUAGES, r.span.language):
