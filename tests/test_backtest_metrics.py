@@ -15,6 +15,10 @@ from backtest.metrics import chrf, edit_similarity, levenshtein, score
         ("abc", "abc", 0),
         ("flaw", "lawn", 2),  # -f, +n
         ("    return x", "return x", 4),  # indentation counts
+        ("return a + b", "return a - b", 1),  # shared head and tail
+        ("aaa", "aa", 1),
+        ("abcabc", "abc", 3),
+        ("xabcx", "abc", 2),
     ],
 )
 def test_levenshtein(a: str, b: str, distance: int) -> None:
