@@ -19,7 +19,7 @@ from backtest.report import RunInfo, as_json, render
 from backtest.runner import run_samples, summarize
 from backtest.store import save_backtest
 from codelift.db.embedded import database_url
-from codelift.db.migrate import upgrade
+from codelift.db.migrate import current_revision, head_revision, upgrade
 from codelift.db.session import session_for
 from codelift.settings import get_database_settings
 from experiments.config import ConfigError
@@ -140,6 +140,12 @@ def backtest(
     with database_url(settings) as url:
         if not settings.database_url:
             upgrade(url)  # the embedded database is this machine's own
+        elif current_revision(url) != head_revision(url):
+            raise typer.BadParameter(
+                f"database is at revision {current_revision(url)}, code expects "
+                f"{head_revision(url)}: run `codelift db upgrade` first",
+                param_hint="CODELIFT_DATABASE_URL",
+            )
         try:
             with session_for(url) as session:
                 config = load_experiment(experiment, session)
