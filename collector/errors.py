@@ -41,3 +41,14 @@ class DatabaseUnavailable(CollectorError):
 
     status = 503
     code = "database_unavailable"
+
+
+class RateLimited(CollectorError):
+    """The key sent more batches than its rate limit allows; retry after ``retry_after_s``."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, field="Authorization")
+        self.retry_after_s = retry_after_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from codelift.request_body import BodyTooLarge, read_limited
 from collector.errors import CollectorError, InvalidBody, PayloadTooLarge
 
 
@@ -27,16 +28,9 @@ async def read_json_body(request: Request, *, limit: int) -> bytes:
             field="Content-Encoding",
         )
     declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidBody("Content-Length must be a number of bytes", field="Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}", field="body")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", field="body")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if declared is not None and not declared.isdigit():
+        raise InvalidBody("Content-Length must be a number of bytes", field="Content-Length")
+    try:
+        return await read_limited(request, limit=limit)
+    except BodyTooLarge as exc:
+        raise PayloadTooLarge(str(exc), field="body") from None

@@ -9,11 +9,11 @@ import psycopg
 
 from codelift.auth.models import Scope
 from codelift.auth.verify import AuthError, KeyVerifier
+from codelift.ratelimit import RateLimiter
 from serving.event_logger import EventLogger
 from serving.gateway.config import GatewaySettings
 from serving.gateway.errors import GatewayError, backend_unavailable, from_auth_error, rate_limited
 from serving.gateway.metrics import GatewayMetrics
-from serving.gateway.ratelimit import RateLimiter
 from serving.gateway.serving import CompletionService
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,7 @@ _DOCS: dict[str, Any] = {
         403: _ERROR,
         413: _ERROR,
         415: _ERROR,
+        429: _ERROR,
         422: {"model": IngestResult, "description": "Every event was rejected"},
         503: _ERROR,
     },
