@@ -9,11 +9,26 @@ from fastapi.responses import JSONResponse
 
 from collector.api.body import read_json_body
 from collector.api.deps import IngestPrincipal, IngestServiceDep, MetricsDep, SettingsDep
-from collector.schemas import EventBatch, IngestResult
+from collector.schemas import ErrorResponse, EventBatch, IngestResult
 
 router = APIRouter()
 
-_ERROR = {"description": "Error", "content": {"application/json": {}}}
+_ERROR: dict[str, Any] = {"model": ErrorResponse, "description": "Error"}
+_REFS = "#/components/schemas/{}"
+# A 422 is either the per-event answer (every event rejected) or an error (not a batch at all).
+_UNPROCESSABLE: dict[str, Any] = {
+    "description": "Every event was rejected, or the body is not a batch",
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    {"$ref": _REFS.format(IngestResult.__name__)},
+                    {"$ref": _REFS.format(ErrorResponse.__name__)},
+                ]
+            }
+        }
+    },
+}
 
 _DOCS: dict[str, Any] = {
     "requestBody": {
@@ -36,7 +51,7 @@ _DOCS: dict[str, Any] = {
         413: _ERROR,
         415: _ERROR,
         429: _ERROR,
-        422: {"model": IngestResult, "description": "Every event was rejected"},
+        422: _UNPROCESSABLE,
         503: _ERROR,
     },
 )
