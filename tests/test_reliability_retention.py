@@ -28,10 +28,17 @@ RETENTION_DAYS = 10
 HISTORY_DAYS = 16
 
 
+def clear_rollups(pg: PgConnection) -> None:
+    """No rollups and no watermark: the state of a database that was never rolled up."""
+    for table in ("metric_rollup_daily", "exposure_day_rollup", "rollup_state"):
+        pg.execute(f"DELETE FROM {table}")
+
+
 @pytest.fixture
 def old_history(database_url: str, pg: PgConnection, clean_events: None) -> Iterator[None]:
     """A running experiment with 16 days of events (the newest two hours old), never rolled up;
     partitions for those days; everything removed afterwards."""
+    clear_rollups(pg)
     today = utc_today()
     tables = partitioned_tables(load_all_models())
     conninfo = libpq_conninfo(database_url)
@@ -45,8 +52,7 @@ def old_history(database_url: str, pg: PgConnection, clean_events: None) -> Iter
     try:
         yield
     finally:
-        for table in ("metric_rollup_daily", "exposure_day_rollup", "rollup_state"):
-            pg.execute(f"DELETE FROM {table}")  # other tests start from no rollups
+        clear_rollups(pg)
         # Back to the session's partitions: the accepted window only.
         maintain_partitions(
             conninfo, tables, first_day=today, last_day=today, drop_before=today - dt.timedelta(7)
