@@ -216,7 +216,9 @@ def test_no_secret_reaches_the_logs(
     caplog.set_level(logging.DEBUG)
     with (
         run_collector(collector_settings(with_password)) as collector,
-        run_collector(collector_settings("postgresql://u:" + password + "@127.0.0.1:1/x")) as down,
+        run_collector(
+            collector_settings(f"postgresql://u:{password}@127.0.0.1:1/x", db_timeout_s=0.3)
+        ) as down,
     ):
         good = gateway_settings(
             with_password, collector_url=collector, ingest_key=ingest.secret, event_max_retries=0

@@ -33,7 +33,7 @@ from serving.scripted_backend import ScriptedBackend
 from tests.apikeys import Key
 from tests.experiment_factories import DEFAULT_VARIANT
 
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 15
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -34,7 +34,7 @@ from serving.gateway.launch import make_backends
 from serving.gateway.main import create_app
 from serving.gateway.server import running
 from tests.apikeys import Key, commit_key
-from tests.database import PgConnection, connect, database_settings, utc_today
+from tests.database import PgConnection, connect, count, database_settings, utc_today
 from tests.event_client import EventSender, SenderCounts, SenderFleet, shown_events
 from tests.fake_vllm import fake_vllm
 from tests.processes import PrivateCluster, ServiceProcess, free_port, private_cluster
@@ -102,12 +102,12 @@ def test_postgres_stopped_and_restarted_under_load_loses_no_acknowledged_event(
     with run_collector(settings) as url:
         fleet = SenderFleet(lambda: EventSender(url, key.secret), threads=3, batch_size=20)
         fleet.start()
-        time.sleep(1.0)
+        time.sleep(0.7)
         # "fast" is a clean shutdown; "immediate" is a crash, recovered from the WAL at start.
         cluster.stop(mode)
-        time.sleep(1.5)
+        time.sleep(1.0)
         cluster.start()
-        time.sleep(1.5)
+        time.sleep(0.8)
         counts = fleet.stop()
     with connect(cluster.url) as pg:
         stored = stored_ids(pg)
@@ -279,13 +279,8 @@ def test_gateway_serves_while_the_collector_is_down_and_delivers_after(
                     response = complete(client, serve_only_key)
                     assert response.status_code == 200, (phase, response.text)
                     served.append(response.json()["id"])
-            rows = wait_for(
-                lambda: (
-                    n
-                    if (n := pg.execute("SELECT count(*) AS n FROM completion_served").fetchone())
-                    and n["n"] >= len(served)
-                    else None
-                ),
+            wait_for(
+                lambda: count(pg, "completion_served") >= len(served),
                 "completion_served rows for every completion",
             )
             dropped = client.get("/metrics").text
@@ -296,7 +291,7 @@ def test_gateway_serves_while_the_collector_is_down_and_delivers_after(
         "collector down for 10 of %d completions: %d served, %d completion_served stored",
         len(served),
         len(served),
-        rows["n"],
+        len(ids),
     )
     assert ids == set(served)
     assert "codelift_gateway_events_dropped_total 0.0" in dropped
