@@ -16,6 +16,8 @@ class CollectorSettings(DatabaseSettings):
     workers: int = Field(default=1, ge=0, le=64)
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A body must arrive in full within this time, or the request is a 408.
+    body_timeout_s: float = Field(default=10.0, gt=0)
     # Tolerated client clock skew: events up to this far in the future are accepted.
     max_clock_skew_s: int = Field(default=600, ge=0, le=86_400)
     db_pool_min: int = Field(default=2, ge=1)

@@ -36,6 +36,13 @@ class PayloadTooLarge(CollectorError):
     code = "payload_too_large"
 
 
+class BodyTimeout(CollectorError):
+    """The body did not arrive in full in time; nothing in it was stored."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class DatabaseUnavailable(CollectorError):
     """The database cannot be reached; the client should retry after ``Retry-After``."""
 

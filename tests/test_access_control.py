@@ -295,3 +295,11 @@ def test_settings_accept_real_secrets_in_production() -> None:
         }
     )
     assert settings.environment == "production"
+
+
+@pytest.mark.parametrize("environment", ["production", "test"])
+def test_the_gateway_cannot_run_without_keys_outside_development(environment: str) -> None:
+    values = {"database_url": "postgresql://u@h/d", "require_auth": False}
+    with pytest.raises(ValidationError, match="require_auth"):
+        GatewaySettings.model_validate({**values, "environment": environment})
+    assert not GatewaySettings.model_validate({**values, "environment": "development"}).require_auth

@@ -9,7 +9,9 @@ offered and held rates and the peak resident memory (``-o log_cli=true``).
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -20,11 +22,18 @@ import httpx
 import pytest
 
 from codelift.serving_utils import running_in_thread
+from serving.gateway.config import GatewaySettings
+from serving.gateway.main import create_app as create_gateway
+from serving.gateway.server import running
+from serving.scripted_backend import ScriptedBackend
+from tests import factories
 from tests.apikeys import Key
 from tests.database import PgConnection, count
 from tests.event_client import EventSender, SenderFleet, shown_events
+from tests.experiment_factories import DEFAULT_VARIANT
 from tests.fake_vllm import fake_vllm
 from tests.processes import ServiceProcess, service_process
+from tests.servers import collector_settings, run_collector
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +233,51 @@ def test_gateway_sheds_overload_keeps_memory_bounded_and_accounts_for_every_even
     assert load.slowest_s < 5.0
     assert peak - baseline < RSS_GROWTH_LIMIT_KIB, (baseline, peak)
     assert stored + dropped == served
+
+
+def trickle(base_url: str, path: str, key: Key) -> socket.socket:
+    """A request whose headers arrive but whose body stops after ten bytes."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=WAIT_S)
+    body = json.dumps({"events": []} if path == "/v1/events" else {"prompt": "x", "user": "u"})
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key.secret}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body.encode()[:10])
+    return sock
+
+
+def status_of(sock: socket.socket) -> int:
+    with sock:
+        status_line = sock.makefile("rb").readline()
+    return int(status_line.split()[1])
+
+
+@pytest.mark.parametrize("service", ["collector", "gateway"])
+def test_clients_trickling_their_bodies_cannot_hold_the_slots(
+    service: str, database_url: str, ingest_key: Key, serve_only_key: Key, clean_events: None
+) -> None:
+    limits = {"max_in_flight": 2, "body_timeout_s": 0.5}
+    if service == "collector":
+        server = run_collector(collector_settings(database_url, **limits))
+        path, key, body = "/v1/events", ingest_key, factories.batch(factories.suggestion_shown())
+    else:
+        settings = GatewaySettings.model_validate(
+            {"database_url": database_url, "environment": "test", "experiments": False}
+            | {"default_variant": DEFAULT_VARIANT, **limits}
+        )
+        server = running(create_gateway(settings, {"local": ScriptedBackend("pass")}))
+        path, key, body = "/v1/completions", serve_only_key, {"prompt": "x", "user": "u"}
+    with server as url:
+        slow = [trickle(url, path, key) for _ in range(2)]
+        time.sleep(0.2)
+        # Both slots are held by the trickling clients: a third request is shed at once...
+        shed = httpx.post(f"{url}{path}", json=body, headers=key.headers, timeout=WAIT_S)
+        assert shed.status_code == 503, shed.text
+        # ...until the body timeout frees them with a 408.
+        started = time.monotonic()
+        assert [status_of(sock) for sock in slow] == [408, 408]
+        assert time.monotonic() - started < 2.0
+        served = httpx.post(f"{url}{path}", json=body, headers=key.headers, timeout=WAIT_S)
+        assert served.status_code == 200, served.text

@@ -60,6 +60,8 @@ class GatewaySettings(DatabaseSettings):
     # Largest request body; more is a 413 (prompt and suffix are cut to the arm's token budget
     # anyway, so a bigger body only costs memory).
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # A body must arrive in full within this time, or the request is a 408.
+    body_timeout_s: float = Field(default=10.0, gt=0)
     # Completions in progress at once; more are refused at once with 503 + Retry-After (load
     # shedding) rather than queued until clients time out.
     max_in_flight: int = Field(default=128, ge=1)
@@ -82,6 +84,15 @@ class GatewaySettings(DatabaseSettings):
         secrets = {"ingest_key": self.ingest_key}
         secrets.update({f"vllm[{i}].api_key": s.api_key for i, s in enumerate(self.vllm)})
         refuse_default_secrets(self.environment, secrets)
+        return self
+
+    @model_validator(mode="after")
+    def _auth_only_off_in_development(self) -> GatewaySettings:
+        if not self.require_auth and self.environment != "development":
+            raise ValueError(
+                f"require_auth: completions without an API key are only allowed in the "
+                f"development environment, not {self.environment}"
+            )
         return self
 
 

@@ -59,6 +59,11 @@ def body_too_large(message: str) -> GatewayError:
     return GatewayError(413, "invalid_request_error", message, code="body_too_large")
 
 
+def body_too_slow(message: str) -> GatewayError:
+    """408: the request body did not arrive in full in time."""
+    return GatewayError(408, "invalid_request_error", message, code="body_timeout")
+
+
 def from_auth_error(exc: AuthError) -> GatewayError:
     """401 (no or unknown key) or 403 (revoked, or lacks the serve scope)."""
     if exc.status == 401:

@@ -165,7 +165,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     "200": {"description": "An OpenAI completion object (or server-sent events)."},
                     **{
                         str(status): {"description": "Error", **error}
-                        for status in (400, 401, 403, 404, 413, 429, 502, 503)
+                        for status in (400, 401, 403, 404, 408, 413, 429, 502, 503)
                     },
                 },
             }

@@ -48,6 +48,7 @@ _DOCS: dict[str, Any] = {
         400: _ERROR,
         401: _ERROR,
         403: _ERROR,
+        408: _ERROR,
         413: _ERROR,
         415: _ERROR,
         429: _ERROR,
@@ -67,7 +68,9 @@ async def ingest_events(
     Idempotent on each event's ``event_id``: a retried batch is stored once, and the answer
     counts the repeats as ``duplicates``. The answer is 422 only when every event was rejected.
     """
-    body = await read_json_body(request, limit=settings.max_body_bytes)
+    body = await read_json_body(
+        request, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     result = await ingest.ingest(body)
     status = (
         422
