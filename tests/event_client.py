@@ -119,6 +119,11 @@ def shown_events(n: int, *, user: str = "fleet") -> list[Event]:
     ]
 
 
+def exposure_events(n: int, *, user: str = "fleet") -> list[Event]:
+    """``n`` fresh exposure events with unique ids."""
+    return [factories.exposure(user_id=f"{user}-{i}") for i in range(n)]
+
+
 class SenderFleet:
     """Threads that each send batches back to back until ``stop()``, then finish the batch in
     hand (retrying until ``drain_deadline``)."""
@@ -130,8 +135,10 @@ class SenderFleet:
         threads: int,
         batch_size: int,
         drain_s: float = 20.0,
+        make_events: Callable[..., list[Event]] = shown_events,
     ) -> None:
         self._make_sender = make_sender
+        self._make_events = make_events
         self._batch_size = batch_size
         self._drain_s = drain_s
         self._stop = threading.Event()
@@ -160,7 +167,7 @@ class SenderFleet:
         try:
             while not self._stop.is_set():
                 # The deadline is far: a batch is retried through the fault, then drained.
-                events = shown_events(self._batch_size, user=f"fleet{index}")
+                events = self._make_events(self._batch_size, user=f"fleet{index}")
                 sender.send(events, deadline=time.monotonic() + self._drain_s)
         finally:
             sender.close()
