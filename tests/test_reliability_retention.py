@@ -21,17 +21,11 @@ from codelift.db.connection import libpq_conninfo
 from codelift.db.partitions import maintain_partitions, partitioned_tables
 from experiments.metrics_sql import ExperimentData, load_experiment_data
 from experiments.synthetic import SyntheticConfig, load_synthetic
-from tests.database import PgConnection, partition_days, utc_today
+from tests.database import PgConnection, clear_rollups, partition_days, utc_today
 
 EXPERIMENT = "retention-live"
 RETENTION_DAYS = 10
 HISTORY_DAYS = 16
-
-
-def clear_rollups(pg: PgConnection) -> None:
-    """No rollups and no watermark: the state of a database that was never rolled up."""
-    for table in ("metric_rollup_daily", "exposure_day_rollup", "rollup_state"):
-        pg.execute(f"DELETE FROM {table}")
 
 
 @pytest.fixture

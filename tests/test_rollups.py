@@ -23,10 +23,6 @@ EXPERIMENT = "synthetic"
 
 
 def load_into(conn: Connection, **options: Any) -> None:
-    # Start from no rollups (inside the test's transaction): `codelift db maintain`, run by
-    # other tests, commits rollups and a watermark of its own.
-    conn.execute(text("DELETE FROM metric_rollup_daily; DELETE FROM exposure_day_rollup"))
-    conn.execute(text("DELETE FROM rollup_state"))
     driver = conn.connection.driver_connection
     assert driver is not None
     config = SyntheticConfig(
