@@ -59,10 +59,15 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
 @db_app.command("maintain")
 def db_maintain() -> None:
-    """Create partitions ahead of time and drop those older than the retention period."""
+    """Roll up new events, create partitions ahead and drop those past the retention period."""
     _setup_logging()
     settings = get_database_settings()
     with database_url(settings) as url:
+        # Analysis reads the rollups, so a running experiment keeps its whole history once
+        # raw partitions go; rolling up first means no day is dropped before it is counted.
+        with session_for(url) as session:
+            refresh_rollups(session.connection())
+            session.commit()
         plan = maintain_for_settings(libpq_conninfo(url), settings, today=_today())
     typer.echo(
         f"created {len(plan.create)} partitions, dropped {len(plan.drop)} "

@@ -16,6 +16,8 @@ class CollectorSettings(DatabaseSettings):
     workers: int = Field(default=1, ge=0, le=64)
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A body must arrive in full within this time, or the request is a 408.
+    body_timeout_s: float = Field(default=10.0, gt=0)
     # Tolerated client clock skew: events up to this far in the future are accepted.
     max_clock_skew_s: int = Field(default=600, ge=0, le=86_400)
     db_pool_min: int = Field(default=2, ge=1)
@@ -23,6 +25,13 @@ class CollectorSettings(DatabaseSettings):
     # How long a request waits for a database connection before answering 503.
     db_timeout_s: float = Field(default=2.0, gt=0)
     retry_after_s: int = Field(default=2, ge=1)
+    # Batches in progress at once per process; more are refused at once with 503 + Retry-After
+    # (load shedding), which also bounds memory to about this many bodies of max_body_bytes.
+    max_in_flight: int = Field(default=32, ge=1)
+    # Batches per second allowed per API key and process (a token bucket of rate_limit_burst);
+    # over it a key gets 429 with Retry-After. Generous: one key often serves a whole fleet.
+    rate_limit_per_s: float = Field(default=1000.0, gt=0)
+    rate_limit_burst: int = Field(default=2000, ge=1)
     # How long a key lookup is cached: also the longest a revoked key keeps working.
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
     log_level: str = "info"

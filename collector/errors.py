@@ -36,8 +36,26 @@ class PayloadTooLarge(CollectorError):
     code = "payload_too_large"
 
 
+class BodyTimeout(CollectorError):
+    """The body did not arrive in full in time; nothing in it was stored."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class DatabaseUnavailable(CollectorError):
     """The database cannot be reached; the client should retry after ``Retry-After``."""
 
     status = 503
     code = "database_unavailable"
+
+
+class RateLimited(CollectorError):
+    """The key sent more batches than its rate limit allows; retry after ``retry_after_s``."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, field="Authorization")
+        self.retry_after_s = retry_after_s

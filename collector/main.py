@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,9 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from codelift.auth.verify import AuthError, KeyVerifier
 from codelift.db.connection import libpq_conninfo
+from codelift.overload import InFlightLimit, LoadShedder
+from codelift.ratelimit import RateLimiter
 from collector.api.routes import events, health
 from collector.config import CollectorSettings
-from collector.errors import CollectorError
+from collector.errors import CollectorError, RateLimited
 from collector.ingest import IngestService
 from collector.metrics import CollectorMetrics
 from collector.partitions_job import PartitionKeeper
@@ -60,6 +63,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         app.state.pool = pool
         app.state.metrics = metrics
         app.state.verifier = KeyVerifier(pool, ttl_s=settings.auth_cache_ttl_s)
+        app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         app.state.ingest = IngestService(
             settings=settings, pool=pool, store=store, metrics=metrics, partitions=partitions
         )
@@ -79,6 +83,22 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     )
     app.include_router(events.router)
     app.include_router(health.router)
+    in_flight = InFlightLimit(settings.max_in_flight)
+    app.state.in_flight = in_flight
+
+    def overloaded() -> JSONResponse:
+        metrics.batches.labels("503").inc()
+        return _error(
+            503,
+            "overloaded",
+            f"the collector is at its limit of {settings.max_in_flight} batches in progress; "
+            "retry later",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+
+    app.add_middleware(
+        LoadShedder, limit=in_flight, paths=frozenset({"/v1/events"}), refuse=overloaded
+    )
     app.add_middleware(RequestTiming, metrics=metrics)
     _add_error_handlers(app, settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -88,7 +108,11 @@ def create_app(settings: CollectorSettings) -> FastAPI:
 def _add_error_handlers(app: FastAPI, settings: CollectorSettings) -> None:
     @app.exception_handler(CollectorError)
     async def collector_error(request: Request, exc: CollectorError) -> JSONResponse:
-        headers = {"Retry-After": str(settings.retry_after_s)} if exc.status == 503 else None
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        elif exc.status == 503:
+            headers = {"Retry-After": str(settings.retry_after_s)}
         return _error(exc.status, exc.code, exc.message, field=exc.field, headers=headers)
 
     @app.exception_handler(AuthError)

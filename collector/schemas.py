@@ -231,3 +231,17 @@ class IngestResult(BaseModel):
     stored: int
     duplicates: int
     rejected: list[RejectedEvent]
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a message for people, and the field at fault."""
+
+    code: str
+    message: str
+    field: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer of the collector."""
+
+    error: ErrorDetail

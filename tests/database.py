@@ -130,6 +130,17 @@ def truncate_events(conn: PgConnection) -> None:
         conn.execute(sql.SQL("TRUNCATE {}").format(tables))
 
 
+def clear_rollups(conn: PgConnection) -> None:
+    """No rollups and no watermark, as in a database never rolled up.
+
+    For tests that commit rollups (``codelift db maintain`` rolls up): the rollup tests run in
+    a rolled-back transaction and expect to start from nothing.
+    """
+    conn.execute("DELETE FROM metric_rollup_daily")
+    conn.execute("DELETE FROM exposure_day_rollup")
+    conn.execute("DELETE FROM rollup_state")
+
+
 def partition_days(conn: PgConnection, table: str) -> set[dt.date]:
     """The days ``table`` has a partition for."""
     found = conn.execute(

@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from codelift.auth.verify import AuthError
+from codelift.ratelimit import RateLimiter
 from experiments.variants import FimFamily
 from serving.event_logger import EventLogger
 from serving.gateway.config import GatewaySettings
 from serving.gateway.errors import error_response, from_auth_error, rate_limited
 from serving.gateway.protocol import CompletionRequest, language_of
-from serving.gateway.ratelimit import RateLimiter
 
 
 def test_settings_read_nested_values_from_the_environment(

@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from experiments.variants import Variant
 from serving.backend import BackendError, BackendUnavailable, GenerationRequest, UnknownModel
@@ -21,6 +19,7 @@ from serving.gateway.server import running
 from serving.vllm_backend import VllmBackend, VllmRouter
 from serving.vllm_command import deployments, render
 from tests.experiment_factories import arm, definition
+from tests.fake_vllm import fake_vllm
 
 REQUEST = GenerationRequest(
     prompt="<fim_prefix>def f():\n<fim_suffix>\n<fim_middle>",
@@ -32,40 +31,6 @@ REQUEST = GenerationRequest(
     stop=("<fim_prefix>", "\n\n"),
     seed=7,
 )
-
-
-def fake_vllm() -> tuple[FastAPI, list[dict[str, Any]]]:
-    """Answers like vLLM's OpenAI server; ``model`` picks failures to play."""
-    app = FastAPI()
-    seen: list[dict[str, Any]] = []
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        body = await request.json()
-        seen.append(body)
-        if body["model"] == "overloaded":
-            return JSONResponse({"error": "busy"}, status_code=503, headers={"Retry-After": "4"})
-        if body["model"] == "missing":
-            return JSONResponse({"message": "The model `missing` does not exist."}, 404)
-        if body["model"] == "broken":
-            return JSONResponse({"message": "bad"}, 400)
-        usage = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
-        if not body["stream"]:
-            choice = {"index": 0, "text": "    return 1", "finish_reason": "stop"}
-            return JSONResponse({"choices": [choice], "usage": usage})
-
-        async def events() -> Any:
-            for piece in ("    ret", "urn", " 1"):
-                chunk = {"choices": [{"index": 0, "text": piece, "finish_reason": None}]}
-                yield f"data: {json.dumps(chunk)}\n\n"
-            last = {"choices": [{"index": 0, "text": "", "finish_reason": "length"}]}
-            yield f"data: {json.dumps(last)}\n\n"
-            yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
-    return app, seen
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from collector.errors import CollectorError, InvalidBody, PayloadTooLarge
+from codelift.request_body import BodyTooLarge, BodyTooSlow, read_limited
+from collector.errors import BodyTimeout, CollectorError, InvalidBody, PayloadTooLarge
 
 
 class UnsupportedMediaType(CollectorError):
@@ -14,7 +15,7 @@ class UnsupportedMediaType(CollectorError):
     code = "unsupported_media_type"
 
 
-async def read_json_body(request: Request, *, limit: int) -> bytes:
+async def read_json_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
     """The raw body, refused with 413 as soon as it passes ``limit`` bytes."""
     content_type = request.headers.get("content-type", "application/json")
     if content_type.split(";")[0].strip().lower() != "application/json":
@@ -27,16 +28,11 @@ async def read_json_body(request: Request, *, limit: int) -> bytes:
             field="Content-Encoding",
         )
     declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidBody("Content-Length must be a number of bytes", field="Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}", field="body")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", field="body")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if declared is not None and not declared.isdigit():
+        raise InvalidBody("Content-Length must be a number of bytes", field="Content-Length")
+    try:
+        return await read_limited(request, limit=limit, timeout_s=timeout_s)
+    except BodyTooLarge as exc:
+        raise PayloadTooLarge(str(exc), field="body") from None
+    except BodyTooSlow as exc:
+        raise BodyTimeout(str(exc), field="body") from None

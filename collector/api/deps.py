@@ -13,8 +13,9 @@ from fastapi import Depends, Header, Request
 
 from codelift.auth.models import Scope
 from codelift.auth.verify import KeyVerifier, Principal
+from codelift.ratelimit import RateLimiter
 from collector.config import CollectorSettings
-from collector.errors import DatabaseUnavailable
+from collector.errors import DatabaseUnavailable, RateLimited
 from collector.ingest import IngestService
 from collector.metrics import CollectorMetrics
 
@@ -39,11 +40,18 @@ async def _ingest_principal(
 ) -> Principal:
     verifier: KeyVerifier = request.app.state.verifier
     try:
-        return await verifier.authenticate(authorization, Scope.INGEST)
+        principal = await verifier.authenticate(authorization, Scope.INGEST)
     except psycopg.OperationalError:
         # The key lookup needs the database (a PoolTimeout is an OperationalError too): an
         # outage is a 503 the client retries after Retry-After, not a 500.
         raise DatabaseUnavailable("database unavailable; retry later") from None
+    limiter: RateLimiter = request.app.state.limiter
+    wait = limiter.acquire(principal.key_id)
+    if wait > 0:
+        raise RateLimited(
+            f"rate limit exceeded for API key {principal.name!r}; retry later", retry_after_s=wait
+        )
+    return principal
 
 
 SettingsDep = Annotated[CollectorSettings, Depends(_settings)]

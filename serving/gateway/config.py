@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from codelift.settings import DatabaseSettings
+from codelift.settings import DatabaseSettings, refuse_default_secrets
 from experiments.variants import Variant
 
 
@@ -57,6 +57,14 @@ class GatewaySettings(DatabaseSettings):
     # Requests per second allowed per API key (a token bucket of ``rate_limit_burst``).
     rate_limit_per_s: float = Field(default=50.0, gt=0)
     rate_limit_burst: int = Field(default=100, ge=1)
+    # Largest request body; more is a 413 (prompt and suffix are cut to the arm's token budget
+    # anyway, so a bigger body only costs memory).
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # A body must arrive in full within this time, or the request is a 408.
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    # Completions in progress at once; more are refused at once with 503 + Retry-After (load
+    # shedding) rather than queued until clients time out.
+    max_in_flight: int = Field(default=128, ge=1)
     # Whether requests need a key with the "serve" scope (keys live in the database).
     require_auth: bool = True
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
@@ -70,6 +78,22 @@ class GatewaySettings(DatabaseSettings):
     retry_after_s: int = Field(default=1, ge=1)
     local: LocalBackendConfig = LocalBackendConfig()
     vllm: tuple[VllmBackendConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _no_default_secrets(self) -> GatewaySettings:
+        secrets = {"ingest_key": self.ingest_key}
+        secrets.update({f"vllm[{i}].api_key": s.api_key for i, s in enumerate(self.vllm)})
+        refuse_default_secrets(self.environment, secrets)
+        return self
+
+    @model_validator(mode="after")
+    def _auth_only_off_in_development(self) -> GatewaySettings:
+        if not self.require_auth and self.environment != "development":
+            raise ValueError(
+                f"require_auth: completions without an API key are only allowed in the "
+                f"development environment, not {self.environment}"
+            )
+        return self
 
 
 def get_settings() -> GatewaySettings:

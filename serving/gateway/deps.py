@@ -9,6 +9,7 @@ import psycopg
 
 from codelift.auth.models import Scope
 from codelift.auth.verify import AuthError, KeyVerifier, Principal
+from codelift.ratelimit import RateLimiter
 from serving.event_logger import EventLogger
 from serving.gateway.config import GatewaySettings
 from serving.gateway.errors import (
@@ -19,7 +20,6 @@ from serving.gateway.errors import (
     rate_limited,
 )
 from serving.gateway.metrics import GatewayMetrics
-from serving.gateway.ratelimit import RateLimiter
 from serving.gateway.serving import CompletionService
 
 log = logging.getLogger(__name__)

@@ -54,6 +54,16 @@ def from_validation_error(exc: ValidationError) -> GatewayError:
     return bad_request(f"{param}: {first['msg']}", param=param)
 
 
+def body_too_large(message: str) -> GatewayError:
+    """413: the request body is over the gateway's limit."""
+    return GatewayError(413, "invalid_request_error", message, code="body_too_large")
+
+
+def body_too_slow(message: str) -> GatewayError:
+    """408: the request body did not arrive in full in time."""
+    return GatewayError(408, "invalid_request_error", message, code="body_timeout")
+
+
 def from_auth_error(exc: AuthError) -> GatewayError:
     """401 (no or unknown key) or 403 (revoked, or lacks the serve scope)."""
     if exc.status == 401:
@@ -92,6 +102,17 @@ def backend_unavailable(message: str, retry_after_s: float) -> GatewayError:
     """503: the backend is down or overloaded."""
     return GatewayError(
         503, "server_error", message, code="backend_unavailable", retry_after_s=retry_after_s
+    )
+
+
+def overloaded(limit: int, retry_after_s: float) -> GatewayError:
+    """503: the gateway already has ``limit`` completions in progress (load shedding)."""
+    return GatewayError(
+        503,
+        "server_error",
+        f"the gateway is at its limit of {limit} completions in progress; retry later",
+        code="overloaded",
+        retry_after_s=retry_after_s,
     )
 
 

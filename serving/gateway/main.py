@@ -15,16 +15,17 @@ from starlette.responses import Response
 
 from codelift.auth.verify import KeyVerifier
 from codelift.db.connection import libpq_conninfo
+from codelift.overload import InFlightLimit, LoadShedder
+from codelift.ratelimit import RateLimiter
 from experiments.assignment import AssignmentService
 from serving.backend import Backend
 from serving.event_logger import EventLogger
 from serving.gateway import routes
 from serving.gateway.config import GatewaySettings
 from serving.gateway.deps import GatewayState
-from serving.gateway.errors import GatewayError, error_response
+from serving.gateway.errors import GatewayError, error_response, overloaded
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.protocol import CompletionRequest, ErrorResponse
-from serving.gateway.ratelimit import RateLimiter
 from serving.gateway.serving import CompletionService
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,16 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(routes.router)
+    in_flight = InFlightLimit(settings.max_in_flight)
+    app.state.in_flight = in_flight
+
+    def refuse() -> Response:
+        metrics.completions.labels("503").inc()
+        return error_response(overloaded(settings.max_in_flight, settings.retry_after_s))
+
+    app.add_middleware(
+        LoadShedder, limit=in_flight, paths=frozenset({"/v1/completions"}), refuse=refuse
+    )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
@@ -154,7 +165,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     "200": {"description": "An OpenAI completion object (or server-sent events)."},
                     **{
                         str(status): {"description": "Error", **error}
-                        for status in (400, 401, 403, 404, 429, 502, 503)
+                        for status in (400, 401, 403, 404, 408, 413, 429, 502, 503)
                     },
                 },
             }

@@ -14,8 +14,15 @@ from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from codelift.request_body import BodyTooLarge, BodyTooSlow, read_limited
 from serving.gateway.deps import GatewayState
-from serving.gateway.errors import GatewayError, error_response, from_validation_error
+from serving.gateway.errors import (
+    GatewayError,
+    body_too_large,
+    body_too_slow,
+    error_response,
+    from_validation_error,
+)
 from serving.gateway.protocol import CompletionRequest, ErrorResponse, ModelList
 
 router = APIRouter()
@@ -28,7 +35,7 @@ CLIENT_CLOSED_REQUEST = 499
 DISCONNECT_WATCH_AFTER_S = 0.02
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429, 502, 503)
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 408, 413, 429, 502, 503)
 }
 
 
@@ -84,7 +91,17 @@ async def create_completion(request: Request) -> Response:
     if isinstance(caller, GatewayError):
         return _error(state, caller)
     try:
-        body = CompletionRequest.model_validate_json(await request.body())
+        raw = await read_limited(
+            request,
+            limit=state.settings.max_body_bytes,
+            timeout_s=state.settings.body_timeout_s,
+        )
+    except BodyTooLarge as exc:
+        return _error(state, body_too_large(str(exc)))
+    except BodyTooSlow as exc:
+        return _error(state, body_too_slow(str(exc)))
+    try:
+        body = CompletionRequest.model_validate_json(raw)
     except ValidationError as exc:
         return _error(state, from_validation_error(exc))
     if body.variant is not None:

@@ -9,11 +9,26 @@ from fastapi.responses import JSONResponse
 
 from collector.api.body import read_json_body
 from collector.api.deps import IngestPrincipal, IngestServiceDep, MetricsDep, SettingsDep
-from collector.schemas import EventBatch, IngestResult
+from collector.schemas import ErrorResponse, EventBatch, IngestResult
 
 router = APIRouter()
 
-_ERROR = {"description": "Error", "content": {"application/json": {}}}
+_ERROR: dict[str, Any] = {"model": ErrorResponse, "description": "Error"}
+_REFS = "#/components/schemas/{}"
+# A 422 is either the per-event answer (every event rejected) or an error (not a batch at all).
+_UNPROCESSABLE: dict[str, Any] = {
+    "description": "Every event was rejected, or the body is not a batch",
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    {"$ref": _REFS.format(IngestResult.__name__)},
+                    {"$ref": _REFS.format(ErrorResponse.__name__)},
+                ]
+            }
+        }
+    },
+}
 
 _DOCS: dict[str, Any] = {
     "requestBody": {
@@ -33,9 +48,11 @@ _DOCS: dict[str, Any] = {
         400: _ERROR,
         401: _ERROR,
         403: _ERROR,
+        408: _ERROR,
         413: _ERROR,
         415: _ERROR,
-        422: {"model": IngestResult, "description": "Every event was rejected"},
+        429: _ERROR,
+        422: _UNPROCESSABLE,
         503: _ERROR,
     },
 )
@@ -51,7 +68,9 @@ async def ingest_events(
     Idempotent on each event's ``event_id``: a retried batch is stored once, and the answer
     counts the repeats as ``duplicates``. The answer is 422 only when every event was rejected.
     """
-    body = await read_json_body(request, limit=settings.max_body_bytes)
+    body = await read_json_body(
+        request, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     result = await ingest.ingest(body)
     status = (
         422

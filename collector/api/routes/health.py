@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,7 +35,7 @@ async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(collector_metrics: MetricsDep) -> Response:
     """Prometheus metrics (text exposition format)."""
     return Response(collector_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,5 @@
-"""A per-key token bucket: ``rate`` requests per second on average, bursts up to ``burst``."""
+"""A per-key token bucket (collector and gateway): ``rate`` requests per second on average,
+bursts up to ``burst``."""
 
 from __future__ import annotations
 
