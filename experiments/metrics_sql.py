@@ -153,13 +153,14 @@ def _latency_bucket(column: str) -> str:
     return f"greatest(0, floor(ln(greatest({column}, 1.0)) / ln({LATENCY_BUCKET_BASE})))::int"
 
 
-def contribution_ctes(*, windowed: bool) -> str:
+def contribution_ctes(*, windowed: bool, where: str = "") -> str:
     """CTEs ``contrib`` (one row per counted event: user_id, language, ts, the components) and
     ``srv`` (served completions with their latency bucket), over events in [:lo, :hi).
 
     With ``windowed``, events are also restricted to each user's rows of a ``win`` CTE
     (user_id, experiment, arm, lo, split, hi): lo <= ts < hi, and carry ``experiment``, ``arm``
-    and ``post`` (ts >= split).
+    and ``post`` (ts >= split). ``where`` is an extra condition on every counted event ``ev``
+    (e.g. ``ev.ide = ANY(:ides)``); linked events are found whatever it says.
     """
     if windowed:
         join = "JOIN win w ON w.user_id = ev.user_id"
@@ -169,6 +170,8 @@ def contribution_ctes(*, windowed: bool) -> str:
     else:
         join = cond = carry = keep = ""
     cond += "ev.client_ts >= CAST(:lo AS timestamptz) AND ev.client_ts < CAST(:hi AS timestamptz)"
+    if where:
+        cond += f" AND ({where})"
     linked = (
         "AND {alias}.client_ts >= CAST(:lo AS timestamptz) - {w} "
         "AND {alias}.client_ts < CAST(:hi AS timestamptz) + {w} "
@@ -401,7 +404,7 @@ FROM u GROUP BY arm
 _EXPOSED = """
 x AS NOT MATERIALIZED (
     SELECT user_id, arm, client_ts AS ts, (client_ts AT TIME ZONE 'UTC')::date AS day
-    FROM exposure WHERE experiment = :experiment
+    FROM exposure WHERE experiment = :experiment AND client_ts < CAST(:hi AS timestamptz)
 )"""
 # Midnight UTC of the exposure day.
 _DAY_START = "((x.day)::timestamp AT TIME ZONE 'UTC')"
@@ -433,7 +436,8 @@ def _rollup_source(*, cuped: bool, by_language: bool) -> str:
     post_only = "" if cuped else "AND r.post"
     source = f"""
     SELECT x.arm, r.user_id, r.language, r.day > x.day AS post, {columns}, r.last_ts
-    FROM x JOIN metric_rollup_daily r ON r.user_id = x.user_id AND {days}
+    FROM x JOIN metric_rollup_daily r
+        ON r.user_id = x.user_id AND {days} AND r.day < CAST(:until_day AS date)
     UNION ALL
     SELECT x.arm, r.user_id, r.language, r.post, {columns}, r.last_ts
     FROM x JOIN exposure_day_rollup r
@@ -453,7 +457,7 @@ def _p95_raw_sql(by_language: bool) -> str:
 SELECT x.arm, {"ev.language" if by_language else "NULL AS language"},
        percentile_disc(0.95) WITHIN GROUP (ORDER BY ev.latency_ms) AS p95
 FROM x JOIN completion_served ev ON ev.user_id = x.user_id AND ev.client_ts >= x.ts
-WHERE ev.client_ts >= CAST(:lo AS timestamptz)
+WHERE ev.client_ts >= CAST(:lo AS timestamptz) AND ev.client_ts < CAST(:hi AS timestamptz)
 GROUP BY {_grouping(by_language, arm="x.arm", language="ev.language")}"""
 
 
@@ -462,7 +466,8 @@ def _p95_rollup_sql(by_language: bool) -> str:
     return f"""WITH {_EXPOSED},
 h AS (
     SELECT x.arm, r.language, unnest(r.latency_buckets) AS bucket, unnest(r.latency_counts) AS n
-    FROM x JOIN metric_rollup_daily r ON r.user_id = x.user_id AND r.day > x.day
+    FROM x JOIN metric_rollup_daily r
+        ON r.user_id = x.user_id AND r.day > x.day AND r.day < CAST(:until_day AS date)
     UNION ALL
     SELECT x.arm, r.language, unnest(r.latency_buckets), unnest(r.latency_counts)
     FROM x JOIN exposure_day_rollup r
@@ -526,16 +531,24 @@ def load_experiment_data(
     source: Source = "rollups",
     cuped: bool = False,
     pre_period_days: int = 14,
+    until: dt.date | None = None,
 ) -> ExperimentData:
-    """Per-arm (and per arm x language) sufficient statistics of every metric of ``experiment``."""
+    """Per-arm (and per arm x language) sufficient statistics of every metric of ``experiment``.
+
+    With ``until``, only exposures and events before midnight UTC starting that day count: the
+    analysis as it stood then (whole days, so rollups and raw events still agree).
+    """
     if pre_period_days < 0:
         raise ValueError(f"pre_period_days must be >= 0, got {pre_period_days}")
+    hi = dt.datetime.max.replace(tzinfo=dt.UTC)
+    if until is not None:
+        hi = dt.datetime.combine(until, dt.time(), dt.UTC)
     exposures = conn.execute(
         text(
             "SELECT arm, count(DISTINCT user_id) AS users, min(client_ts) AS first "
-            "FROM exposure WHERE experiment = :experiment GROUP BY arm"
+            "FROM exposure WHERE experiment = :experiment AND client_ts < :hi GROUP BY arm"
         ),
-        {"experiment": experiment},
+        {"experiment": experiment, "hi": hi},
     ).all()
     registered = conn.execute(
         text(
@@ -548,12 +561,16 @@ def load_experiment_data(
     users_per_arm |= {str(row.arm): int(row.users) for row in sorted(exposures)}
     firsts = [row.first for row in exposures]
     first_exposure = min(firsts) if firsts else None
-    params: dict[str, Any] = {"experiment": experiment, "pre_days": pre_period_days}
+    params: dict[str, Any] = {
+        "experiment": experiment,
+        "pre_days": pre_period_days,
+        "hi": hi,
+        "until_day": until or dt.date.max,
+    }
     if first_exposure is None:
         return ExperimentData(experiment, users_per_arm, None, None, [], {}, source)
     # A static lower bound lets the planner skip partitions older than any counted event.
     params["lo"] = first_exposure - dt.timedelta(days=pre_period_days + 1 if cuped else 0)
-    params["hi"] = dt.datetime.max.replace(tzinfo=dt.UTC)
     if source == "raw":
         statement = _raw_source(cuped=cuped, by_language=by_language)
         p95_statement = _p95_raw_sql(by_language)
