@@ -27,8 +27,6 @@ class DashboardSettings(DatabaseSettings):
     dashboard_admin_password: SecretStr | None = None
     dashboard_oidc_provider: str | None = None
     dashboard_admin_emails: tuple[str, ...] = ()
-    # How long query results are reused before the database is asked again.
-    dashboard_cache_ttl_s: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
     def _no_guessable_secret(self) -> DashboardSettings:
