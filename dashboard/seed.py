@@ -1,7 +1,7 @@
 """Realistic demo data for the dashboard: experiments in the registry, events, rollups, gates.
 
 Three experiments: ``context-window`` (running, a +10% acceptance effect, ramped through its
-stages), ``python-lora`` (a -35% effect the gate rolls back) and ``length-cap`` (a draft with no
+stages), ``python-lora`` (a -60% effect the gate rolls back) and ``length-cap`` (a draft with no
 data). Events come from ``experiments.synthetic`` (several IDEs, developer comments); the ramp
 history is backdated to the days the synthetic exposures cover, so the coverage timeline reads
 as it would after a real week. Everything goes through the registry and the gate runner, so
@@ -80,7 +80,7 @@ def _definition(key: str, layer: str, description: str, status: str) -> Experime
 EXPERIMENTS = (
     # (definition, share of the events, acceptance effect)
     (_definition("context-window", "context", "longer context window", "running"), 0.7, 0.10),
-    (_definition("python-lora", "model", "Python LoRA adapter", "running"), 0.3, -0.35),
+    (_definition("python-lora", "model", "Python LoRA adapter", "running"), 0.3, -0.6),
 )
 DRAFT = _definition("length-cap", "postprocess", "cap suggestions at 8 lines", "draft")
 
@@ -89,7 +89,7 @@ def seed_demo(
     engine: Engine,
     *,
     events: int = 40_000,
-    users: int = 1_500,
+    users: int = 1_000,
     end: dt.datetime | None = None,
     feedback_share: float = 0.02,
 ) -> SeedSummary:
