@@ -71,6 +71,8 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "false",
         "--theme.base",
         "light",
+        "--client.toolbarMode",
+        "minimal",
     ]
 
 

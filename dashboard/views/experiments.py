@@ -72,9 +72,11 @@ def _header(detail: data.ExperimentDetail) -> None:
     if srm is None:
         columns[4].metric("SRM", "no data")
     elif srm < SRM_THRESHOLD:
-        columns[4].metric("SRM", "mismatch", delta=f"p = {srm:.2g}", delta_color="inverse")
+        columns[4].metric(
+            "SRM", "mismatch", delta=f"p = {srm:.2g}", delta_color="red", delta_arrow="off"
+        )
     else:
-        columns[4].metric("SRM", "OK", delta=f"p = {srm:.2g}", delta_color="off")
+        columns[4].metric("SRM", "OK", delta=f"p = {srm:.2g}", delta_color="off", delta_arrow="off")
     latest = detail.gates.head(1)
     if not latest.empty:
         row = latest.iloc[0]

@@ -41,6 +41,7 @@ def render(context: PageContext) -> None:
             f"{int(row['requests']):,}",
             f"{int(row['errors'])} errors",
             delta_color="off",
+            delta_arrow="off",
         )
     for title, value in (
         ("Requests", "requests"),
