@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from codelift.db.connection import make_engine
 from dashboard import cached
+from dashboard.apptest import app_with_passwords
 from dashboard.settings import DashboardSettings
 from dashboard.views.experiments import SIGNIFICANT
 from dashboard.views.widgets import pct
@@ -28,23 +29,11 @@ TIMEOUT_S = 60
 VIEWER, ADMIN = "viewer-password-1", "admin-password-12"
 
 
-def _app(database_url: str, page: str, viewer: str, admin: str) -> None:
-    # Runs inside AppTest as a script: imports here.
-    from dashboard.app import run
-    from dashboard.settings import DashboardSettings
-
-    settings = DashboardSettings(
-        environment="test",
-        database_url=database_url,
-        dashboard_viewer_password=viewer,
-        dashboard_admin_password=admin,
-    )
-    run(settings, database_url=database_url, start_page=page)
-
-
 def open_page(url: str, page: str, password: str = VIEWER, name: str = "tester") -> AppTest:
     """The app on ``page``, logged in with ``password``."""
-    app = AppTest.from_function(_app, args=(url, page, VIEWER, ADMIN), default_timeout=TIMEOUT_S)
+    app = AppTest.from_function(
+        app_with_passwords, args=(url, page, VIEWER, ADMIN), default_timeout=TIMEOUT_S
+    )
     app.run()
     app.text_input(key="login_name").input(name)
     app.text_input(key="login_password").input(password)
@@ -76,7 +65,7 @@ def demo_engine(url: str) -> Iterator[Engine]:
 
 
 def test_a_wrong_password_shows_no_page(url: str) -> None:
-    app = AppTest.from_function(_app, args=(url, "overview", VIEWER, ADMIN))
+    app = AppTest.from_function(app_with_passwords, args=(url, "overview", VIEWER, ADMIN))
     app.run()
     app.text_input(key="login_password").input("not-the-password")
     app.button[0].click()

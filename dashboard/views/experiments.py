@@ -243,16 +243,7 @@ def _history(url: str, key: str) -> None:
             x="as_of:T",
             y="lift_rel:Q",
             color="metric:N",
-            tooltip=[
-                "as_of:T",
-                "metric",
-                "arm",
-                "users",
-                "lift_rel",
-                "seq_ci_rel_low",
-                "seq_ci_rel_high",
-                "seq_p_rel",
-            ],
+            tooltip=list(chart_data.columns),
         )
     )
     zero = alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(strokeDash=[3, 3]).encode(y="zero:Q")
