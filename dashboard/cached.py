@@ -44,20 +44,13 @@ def overview(
     url: str,
     first: dt.date,
     last: dt.date,
-    grain: Grain | None,
-    by_language: bool,
+    grain: Grain,
     languages: tuple[str, ...],
     ides: tuple[str, ...],
-) -> pd.DataFrame:
-    """Product metrics per period (and language)."""
-    return data.overview_frame(
-        engine(url),
-        first=first,
-        last=last,
-        grain=grain,
-        by_language=by_language,
-        languages=languages,
-        ides=ides,
+) -> data.OverviewFrames:
+    """Product metrics of the range, per period and per language."""
+    return data.overview_frames(
+        engine(url), first=first, last=last, grain=grain, languages=languages, ides=ides
     )
 
 

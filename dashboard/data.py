@@ -22,7 +22,7 @@ from experiments.gate_models import GateDecisionRow
 from experiments.gate_runner import gate_history
 from experiments.history import look_days, sequential_history
 from experiments.metrics_catalog import METRICS
-from experiments.product_metrics import Grain, product_metrics
+from experiments.product_metrics import Grain, ProductMetrics, product_overview
 from experiments.registry import (
     audit_log,
     config_of,
@@ -71,28 +71,39 @@ def rollups_as_of(engine: Engine) -> dt.datetime | None:
         return value
 
 
-def overview_frame(
+@dataclasses.dataclass(frozen=True)
+class OverviewFrames:
+    """The overview's tables: the whole range (one row), per period, per language."""
+
+    total: pd.DataFrame
+    series: pd.DataFrame
+    by_language: pd.DataFrame
+
+
+def overview_frames(
     engine: Engine,
     *,
     first: dt.date,
     last: dt.date,
-    grain: Grain | None,
-    by_language: bool = False,
+    grain: Grain,
     languages: tuple[str, ...] = (),
     ides: tuple[str, ...] = (),
-) -> pd.DataFrame:
-    """Product metrics per period (and language): one row each, one column per figure."""
+) -> OverviewFrames:
+    """Product metrics of the range, per period and per language: one row each, one column
+    per figure."""
     with engine.connect() as conn:
-        rows = product_metrics(
-            conn,
-            first=first,
-            last=last,
-            grain=grain,
-            by_language=by_language,
-            languages=languages,
-            ides=ides,
+        overview = product_overview(
+            conn, first=first, last=last, grain=grain, languages=languages, ides=ides
         )
-    return pd.DataFrame([row.as_row() for row in rows], columns=_OVERVIEW_COLUMNS)
+
+    def frame(rows: list[ProductMetrics]) -> pd.DataFrame:
+        return pd.DataFrame([row.as_row() for row in rows], columns=_OVERVIEW_COLUMNS)
+
+    return OverviewFrames(
+        total=frame([overview.total] if overview.total else []),
+        series=frame(overview.series),
+        by_language=frame(overview.by_language),
+    )
 
 
 _OVERVIEW_COLUMNS = [

@@ -366,11 +366,7 @@ def _statistics_sql(source_sql: str, *, cuped: bool, by_language: bool) -> str:
         per_user = ", ".join(f"sum({name})::float8 AS {name}" for name in COMPONENTS)
         regroup = ", ".join(f"sum({name}) AS {name}" for name in COMPONENTS)
         last_ts = "max(last_ts)"
-    moments = ", ".join(
-        f"{sql} AS {metric.name}__{field}"
-        for metric in METRIC_DEFS
-        for field, sql in _moment_columns(metric, cuped=cuped)
-    )
+    moments = moment_aggregates(cuped=cuped)
     active = f"count(*) FILTER (WHERE {ACTIVE})"
     if not by_language:
         return f"""
@@ -401,7 +397,7 @@ FROM u GROUP BY arm
 # One row per exposed user: the exposure's event id is a function of (experiment, user), so the
 # primary key keeps one row each. Inlined where used, so the planner sees the table's statistics
 # (as a CTE it hashes the big side of every join instead).
-_EXPOSED = """
+EXPOSED = """
 x AS NOT MATERIALIZED (
     SELECT user_id, arm, client_ts AS ts, (client_ts AT TIME ZONE 'UTC')::date AS day
     FROM exposure WHERE experiment = :experiment AND client_ts < CAST(:hi AS timestamptz)
@@ -412,7 +408,7 @@ _DAY_START = "((x.day)::timestamp AT TIME ZONE 'UTC')"
 
 def _raw_source(*, cuped: bool, by_language: bool) -> str:
     lo = f"{_DAY_START} - make_interval(days => :pre_days)" if cuped else "x.ts"
-    return f"""{_EXPOSED},
+    return f"""{EXPOSED},
 win AS (
     SELECT user_id, CAST(:experiment AS text) AS experiment, arm, {lo} AS lo, ts AS split,
            CAST('infinity' AS timestamptz) AS hi
@@ -442,7 +438,7 @@ def _rollup_source(*, cuped: bool, by_language: bool) -> str:
     SELECT x.arm, r.user_id, r.language, r.post, {columns}, r.last_ts
     FROM x JOIN exposure_day_rollup r
         ON r.experiment = :experiment AND r.user_id = x.user_id {post_only}"""
-    return f"{_EXPOSED},\n" + _statistics_sql(source, cuped=cuped, by_language=by_language)
+    return f"{EXPOSED},\n" + _statistics_sql(source, cuped=cuped, by_language=by_language)
 
 
 def _grouping(by_language: bool, *, arm: str, language: str, bucket: str = "") -> str:
@@ -453,7 +449,7 @@ def _grouping(by_language: bool, *, arm: str, language: str, bucket: str = "") -
 
 
 def _p95_raw_sql(by_language: bool) -> str:
-    return f"""WITH {_EXPOSED}
+    return f"""WITH {EXPOSED}
 SELECT x.arm, {"ev.language" if by_language else "NULL AS language"},
        percentile_disc(0.95) WITHIN GROUP (ORDER BY ev.latency_ms) AS p95
 FROM x JOIN completion_served ev ON ev.user_id = x.user_id AND ev.client_ts >= x.ts
@@ -463,7 +459,7 @@ GROUP BY {_grouping(by_language, arm="x.arm", language="ev.language")}"""
 
 def _p95_rollup_sql(by_language: bool) -> str:
     # unnest() in the select list (not a lateral join) zips the two arrays without a nested loop.
-    return f"""WITH {_EXPOSED},
+    return f"""WITH {EXPOSED},
 h AS (
     SELECT x.arm, r.language, unnest(r.latency_buckets) AS bucket, unnest(r.latency_counts) AS n
     FROM x JOIN metric_rollup_daily r
@@ -590,18 +586,12 @@ def load_experiment_data(
     languages = sorted({row["language"] for row in rows if row["language"] is not None})
     found = {(row["arm"], row["language"]): row for row in rows}
     groups: list[str | None] = [None, *languages] if by_language else [None]
-    metrics: list[MetricStats] = []
-    for arm in users_per_arm:
-        for language in groups:
-            row = found.get((arm, language))
-            for metric in METRIC_DEFS:
-                kind = _moments_type(metric, cuped)
-                values: dict[str, Any] = {
-                    field.name: float(row[f"{metric.name}__{field.name}"]) if row else 0.0
-                    for field in dataclasses.fields(kind)
-                }
-                values["n"] = int(values["n"])
-                metrics.append(MetricStats(metric.name, arm, language, kind(**values)))
+    metrics = [
+        stats
+        for arm in users_per_arm
+        for language in groups
+        for stats in metric_stats(found.get((arm, language)), arm, language, cuped=cuped)
+    ]
     last = [row["last_ts"] for row in rows if row["last_ts"] is not None]
     return ExperimentData(
         experiment=experiment,
@@ -612,6 +602,32 @@ def load_experiment_data(
         latency_p95=latency_p95,
         source=source,
         rollups_as_of=as_of,
+    )
+
+
+def metric_stats(
+    row: sqlalchemy.RowMapping | None, arm: str, language: str | None, *, cuped: bool
+) -> list[MetricStats]:
+    """Every metric's moments from a row of ``moment_aggregates`` (zeros for no row)."""
+    stats = []
+    for metric in METRIC_DEFS:
+        kind = _moments_type(metric, cuped)
+        values: dict[str, Any] = {
+            field.name: float(row[f"{metric.name}__{field.name}"]) if row else 0.0
+            for field in dataclasses.fields(kind)
+        }
+        values["n"] = int(values["n"])
+        stats.append(MetricStats(metric.name, arm, language, kind(**values)))
+    return stats
+
+
+def moment_aggregates(*, cuped: bool) -> str:
+    """The select list of every metric's moments over per-user rows (one column per component,
+    plus ``c__pre`` columns with CUPED); read back with ``metric_stats``."""
+    return ", ".join(
+        f"{sql} AS {metric.name}__{field}"
+        for metric in METRIC_DEFS
+        for field, sql in _moment_columns(metric, cuped=cuped)
     )
 
 

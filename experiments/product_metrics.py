@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from experiments.metrics_sql import (
     CHECKPOINTS,
+    COMPONENTS,
     analysis_settings,
     component_sums,
     contribution_ctes,
@@ -82,12 +83,17 @@ def _metrics(
     )
 
 
-def _group_sql(grain: Grain | None, by_language: bool, day: str) -> tuple[str, str]:
-    """(select list, group by list) for the period and language keys."""
-    period = f"date_trunc('{grain}', {day})::date" if grain else "NULL::date"
-    language = "language" if by_language else "NULL::text"
-    keys = ", ".join(k for k, used in (("1", grain), ("2", by_language)) if used)
-    return f"{period} AS period, {language} AS language", keys
+@dataclasses.dataclass(frozen=True)
+class ProductOverview:
+    """The overview's three views of one range, from one pass over the data."""
+
+    total: ProductMetrics | None  # None: no event in the range
+    series: list[ProductMetrics]  # per period
+    by_language: list[ProductMetrics]  # per language over the whole range
+
+
+# A grouping set: the keys grouped on ("period", "language"; none: the whole range).
+GroupingSet = tuple[str, ...]
 
 
 def product_metrics(
@@ -106,13 +112,51 @@ def product_metrics(
 
     ``auto`` reads the rollups unless IDEs are filtered (the rollups have no IDE).
     """
+    keys = tuple(k for k, used in (("period", grain), ("language", by_language)) if used)
+    found = _compute(conn, first, last, grain, [keys], languages, ides, source)
+    return found[keys]
+
+
+def product_overview(
+    conn: sqlalchemy.Connection,
+    *,
+    first: dt.date,
+    last: dt.date,
+    grain: Grain,
+    languages: Sequence[str] = (),
+    ides: Sequence[str] = (),
+    source: Literal["auto", "raw", "rollups"] = "auto",
+) -> ProductOverview:
+    """The whole range, each ``grain`` period and each language (as ``product_metrics`` gives
+    them) in one pass: grouping sets over one scan."""
+    sets: list[GroupingSet] = [(), ("period",), ("language",)]
+    found = _compute(conn, first, last, grain, sets, languages, ides, source)
+    totals = found[()]
+    return ProductOverview(
+        total=totals[0] if totals else None,
+        series=found[("period",)],
+        by_language=found[("language",)],
+    )
+
+
+def _compute(
+    conn: sqlalchemy.Connection,
+    first: dt.date,
+    last: dt.date,
+    grain: Grain | None,
+    sets: list[GroupingSet],
+    languages: Sequence[str],
+    ides: Sequence[str],
+    source: str,
+) -> dict[GroupingSet, list[ProductMetrics]]:
     if grain is not None and grain not in GRAINS:
         raise ValueError(f"grain must be one of {GRAINS} or None, got {grain!r}")
     if last < first:
         raise ValueError(f"last ({last}) is before first ({first})")
+    if source not in ("auto", "raw", "rollups"):
+        raise ValueError(f"source must be 'auto', 'raw' or 'rollups', got {source!r}")
     if source == "rollups" and ides:
         raise ValueError("ides: the rollups have no IDE; use source='raw' or 'auto'")
-    use_raw = source == "raw" or (source == "auto" and bool(ides))
     params: dict[str, Any] = {
         "first": first,
         "last": last,
@@ -121,83 +165,77 @@ def product_metrics(
         "languages": list(languages),
         "ides": list(ides),
     }
+    if source == "raw" or (source == "auto" and ides):
+        ctes = "WITH " + contribution_ctes(windowed=False, where=_filters(params))
+        period = _period(grain, "(ts AT TIME ZONE 'UTC')")
+        rows = f"SELECT {period} AS period, language, user_id, {_COLUMNS} FROM contrib"
+        latency = f"SELECT {period} AS period, language, bucket, 1 AS n FROM srv"
+    else:
+        ctes = ""
+        period = _period(grain, "day")
+        where = "day BETWEEN :first AND :last"
+        if languages:
+            where += " AND language = ANY(:languages)"
+        rows = f"SELECT {period} AS period, language, user_id, {_COLUMNS} "
+        rows += f"FROM metric_rollup_daily WHERE {where}"
+        latency = (
+            f"SELECT {period} AS period, language, unnest(latency_buckets) AS bucket, "
+            f"unnest(latency_counts) AS n FROM metric_rollup_daily WHERE {where}"
+        )
+    # A key no set groups on is selected as NULL.
+    grouped = {key for keys in sets for key in keys}
+    select = ", ".join(
+        key if key in grouped else f"NULL AS {key}" for key in ("period", "language")
+    )
+    groups = ", ".join(f"({', '.join(keys)})" for keys in sets)
+    buckets = ", ".join(f"({', '.join((*keys, 'bucket'))})" for keys in sets)
     with analysis_settings(conn):
-        if use_raw:
-            sums, buckets = _raw(conn, params, grain, by_language)
-        else:
-            sums, buckets = _rollups(conn, params, grain, by_language)
+        sums = (
+            conn.execute(
+                text(f"""{ctes}
+SELECT {select},
+       count(DISTINCT user_id) FILTER (WHERE served_n + shown_n > 0) AS active_users,
+       {component_sums()}
+FROM ({rows}) r GROUP BY GROUPING SETS ({groups})"""),
+                params,
+            )
+            .mappings()
+            .all()
+        )
+        histogram_rows = conn.execute(
+            text(f"""{ctes}
+SELECT {select}, bucket, sum(n)::bigint AS n
+FROM ({latency}) h GROUP BY GROUPING SETS ({buckets})"""),
+            params,
+        ).all()
     histograms: dict[tuple[Any, Any], dict[int, int]] = {}
-    for row in buckets:
-        histograms.setdefault((row.period, row.language), {})[int(row.bucket)] = int(row.n)
-    result = []
+    for bucket in histogram_rows:
+        histograms.setdefault((bucket.period, bucket.language), {})[int(bucket.bucket)] = int(
+            bucket.n
+        )
+    found: dict[GroupingSet, list[ProductMetrics]] = {keys: [] for keys in sets}
     for row in sums:
+        if not (row["active_users"] or row["served_n"]):
+            continue
         key = (row["period"], row["language"])
-        result.append(_metrics(key[0], key[1], row, histograms.get(key, {})))
-    return sorted(result, key=lambda m: (m.period or dt.date.min, m.language or ""))
+        keys = tuple(k for k, v in zip(("period", "language"), key, strict=True) if v is not None)
+        found[keys].append(_metrics(key[0], key[1], row, histograms.get(key, {})))
+    for metrics in found.values():
+        metrics.sort(key=lambda m: (m.period or dt.date.min, m.language or ""))
+    return found
 
 
-def _filters(params: dict[str, Any], alias: str) -> str:
+_COLUMNS = ", ".join(COMPONENTS)
+
+
+def _period(grain: Grain | None, day: str) -> str:
+    return f"date_trunc('{grain}', {day})::date" if grain else "NULL::date"
+
+
+def _filters(params: dict[str, Any]) -> str:
     parts = []
     if params["languages"]:
-        parts.append(f"{alias}.language = ANY(:languages)")
+        parts.append("ev.language = ANY(:languages)")
     if params["ides"]:
-        parts.append(f"{alias}.ide = ANY(:ides)")
+        parts.append("ev.ide = ANY(:ides)")
     return " AND ".join(parts)
-
-
-def _rollups(
-    conn: sqlalchemy.Connection, params: dict[str, Any], grain: Grain | None, by_language: bool
-) -> tuple[Sequence[Any], Sequence[Any]]:
-    keys, group = _group_sql(grain, by_language, "day")
-    where = "day BETWEEN :first AND :last"
-    if params["languages"]:
-        where += " AND language = ANY(:languages)"
-    group_by = f"GROUP BY {group}" if group else ""
-    sums = (
-        conn.execute(
-            text(f"""
-SELECT {keys}, count(DISTINCT user_id) FILTER (WHERE served_n + shown_n > 0) AS active_users,
-       {component_sums()}
-FROM metric_rollup_daily WHERE {where} {group_by}"""),
-            params,
-        )
-        .mappings()
-        .all()
-    )
-    buckets = conn.execute(
-        text(f"""
-SELECT period, language, bucket, sum(n)::bigint AS n FROM (
-    SELECT {keys}, unnest(latency_buckets) AS bucket, unnest(latency_counts) AS n
-    FROM metric_rollup_daily WHERE {where}
-) h GROUP BY period, language, bucket"""),
-        params,
-    ).all()
-    return [s for s in sums if s["active_users"] or s["served_n"]], buckets
-
-
-def _raw(
-    conn: sqlalchemy.Connection, params: dict[str, Any], grain: Grain | None, by_language: bool
-) -> tuple[Sequence[Any], Sequence[Any]]:
-    keys, group = _group_sql(grain, by_language, "(ts AT TIME ZONE 'UTC')")
-    group_by = f"GROUP BY {group}" if group else ""
-    ctes = contribution_ctes(windowed=False, where=_filters(params, "ev"))
-    sums = (
-        conn.execute(
-            text(f"""
-WITH {ctes}
-SELECT {keys}, count(DISTINCT user_id) FILTER (WHERE served_n + shown_n > 0) AS active_users,
-       {component_sums()}
-FROM contrib {group_by}"""),
-            params,
-        )
-        .mappings()
-        .all()
-    )
-    buckets = conn.execute(
-        text(f"""
-WITH {ctes}
-SELECT period, language, bucket, count(*) AS n FROM (SELECT {keys}, bucket FROM srv) h
-GROUP BY period, language, bucket"""),
-        params,
-    ).all()
-    return [s for s in sums if s["active_users"] or s["served_n"]], buckets

@@ -95,19 +95,24 @@ def open_page(page: Page, title: str) -> None:
     expect(heading).to_be_visible(timeout=PAGE_TIMEOUT_MS)
 
 
-def settle(page: Page) -> None:
-    """Wait until the script run is over and the charts are drawn."""
+CHARTS_DRAWN = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+    .every(chart => chart.querySelector('canvas, svg'))"""
+
+
+def settle(page: Page, last: str) -> None:
+    """Wait until the page's last element is on screen and every chart is drawn."""
+    expect(page.get_by_text(last, exact=True).first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_load_state("networkidle")
+    page.wait_for_function(CHARTS_DRAWN, timeout=PAGE_TIMEOUT_MS)
 
 
-def screenshot(page: Page, name: str) -> None:
-    """The whole page: Streamlit scrolls inside its main block, so the viewport is made as tall
-    as the content for the shot."""
-    settle(page)
+def screenshot(page: Page, name: str, last: str) -> None:
+    """The whole page once drawn: Streamlit scrolls inside its main block, so the viewport is
+    made as tall as the content for the shot."""
+    settle(page, last)
     height = page.get_by_test_id("stMainBlockContainer").evaluate("e => e.scrollHeight")
     page.set_viewport_size({"width": VIEWPORT["width"], "height": int(height) + 100})
-    settle(page)
+    page.wait_for_function(CHARTS_DRAWN, timeout=PAGE_TIMEOUT_MS)
     page.screenshot(path=RESULTS / f"{name}.png")
     page.set_viewport_size(VIEWPORT)
 
@@ -130,23 +135,23 @@ def test_every_page_in_chromium(dashboard_url: str, expected: dict[str, str]) ->
             )
             shows_metric(page, "Acceptance rate", expected["Acceptance rate"])
             shows_metric(page, "Active users", expected["Active users"])
-            screenshot(page, "overview")
+            screenshot(page, "overview", "Download overview per language (CSV)")
 
             open_page(page, "Experiments")
             shows_metric(page, "Users", expected["Users"])
             shows_metric(page, "Stage", "stage 3/4")
             expect(page.get_by_role("button", name="Ramp to 100%")).to_be_visible()
             expect(page.get_by_text("Latest gate decision").first).to_be_visible()
-            screenshot(page, "experiments")
+            screenshot(page, "experiments", "Download context-window gate decisions (CSV)")
 
             open_page(page, "Feedback")
             shows_metric(page, "Comments", expected["Comments"])
             expect(page.get_by_role("button", name="Save corrections")).to_be_visible()
-            screenshot(page, "feedback")
+            screenshot(page, "feedback", "Save corrections")
 
             open_page(page, "Serving")
             shows_metric(page, "control: requests", expected["control: requests"])
-            screenshot(page, "serving")
+            screenshot(page, "serving", "Download serving context-window by day (CSV)")
         finally:
             browser.close()
     for name in ("overview", "experiments", "feedback", "serving"):

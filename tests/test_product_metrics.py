@@ -14,9 +14,10 @@ from sqlalchemy import Connection, text
 from experiments.analysis import analyze_experiment
 from experiments.config import parse_config
 from experiments.history import MAX_LOOKS, look_days, sequential_history
-from experiments.product_metrics import ProductMetrics, product_metrics
+from experiments.product_metrics import ProductMetrics, product_metrics, product_overview
 from experiments.rollups import refresh_rollups
 from experiments.serving_metrics import serving_by_arm
+from experiments.stats import Comparison
 from experiments.synthetic import SyntheticConfig, load_synthetic
 
 EXPERIMENT = "dash"
@@ -66,6 +67,22 @@ def test_rollups_and_raw_events_give_the_same_figures(
     raw = product_metrics(synthetic, source="raw", **options)
     assert rollups
     assert_same(rollups, raw)
+
+
+@pytest.mark.parametrize("ides", [(), ("neovim",)])
+def test_the_overview_gives_the_three_views_in_one_pass(
+    synthetic: Connection, ides: tuple[str, ...]
+) -> None:
+    first, last = days()
+    options: dict[str, Any] = {"first": first, "last": last, "ides": ides}
+    overview = product_overview(synthetic, grain="week", **options)
+    assert overview.total is not None
+    assert_same([overview.total], product_metrics(synthetic, grain=None, **options))
+    assert_same(overview.series, product_metrics(synthetic, grain="week", **options))
+    assert_same(
+        overview.by_language,
+        product_metrics(synthetic, grain=None, by_language=True, **options),
+    )
 
 
 def test_figures_follow_the_definitions(synthetic: Connection) -> None:
@@ -144,6 +161,17 @@ def test_serving_per_arm_counts_every_request_of_the_experiment(synthetic: Conne
         serving_by_arm(synthetic, experiment=EXPERIMENT, start=END, end=END)
 
 
+def assert_close(a: Comparison, b: Comparison) -> None:
+    """Equal codes and counts; floats equal to rounding (sums are added in another order)."""
+    left, right = a.to_dict(), b.to_dict()
+    assert left.keys() == right.keys()
+    for key, value in left.items():
+        if isinstance(value, float | list):
+            assert value == pytest.approx(right[key], rel=1e-9), key
+        else:
+            assert value == right[key], key
+
+
 def test_the_history_ends_with_the_full_analysis(synthetic: Connection) -> None:
     config = parse_config(
         {
@@ -159,9 +187,15 @@ def test_the_history_ends_with_the_full_analysis(synthetic: Connection) -> None:
     points = sequential_history(synthetic, config, days=looks)
     assert [p.as_of for p in points] == looks
     assert [p.users for p in points] == sorted(p.users for p in points)
+    # Each look is the analysis as it stood then; the last one sees everything.
+    for point in points:
+        then = analyze_experiment(synthetic, config, until=point.as_of)
+        (same,) = [r for r in then.results if r.metric == "acceptance_rate" and not r.language]
+        assert point.users == then.users_per_arm["treatment"]
+        assert_close(point.comparison, same.comparison)
     full = analyze_experiment(synthetic, config)
     last = full.results[[r.metric for r in full.results].index("acceptance_rate")]
-    assert points[-1].comparison == last.comparison
+    assert_close(points[-1].comparison, last.comparison)
     # The first look sees only the first exposure day.
     assert points[0].users < points[-1].users
 

@@ -48,9 +48,8 @@ def render(context: PageContext) -> None:
         return
     first, last = picked
     chosen = (tuple(languages), tuple(ides))
-    totals = cached.overview(url, first, last, None, False, *chosen)
-    series = cached.overview(url, first, last, grain, False, *chosen)
-    per_language = cached.overview(url, first, last, None, True, *chosen)
+    frames = cached.overview(url, first, last, grain, *chosen)
+    totals, series, per_language = frames.total, frames.series, frames.by_language
     if totals.empty:
         st.info("No events in this range for these filters.")
         return
