@@ -125,6 +125,7 @@ def main() -> None:
         with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
         print(f"seeded {summary.events:,} events, {summary.feedback:,} comments in {seed_s:.1f} s")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         pages: dict[str, dict[str, float]] = {}
         for page in PAGES:
             cached.clear()
@@ -136,7 +137,12 @@ def main() -> None:
         for name, seconds in layer.items():
             print(f"  data layer {name:<24} {seconds:.3f} s")
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            # The machine is shared: figures scale with how busy it was.
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
         "events": summary.events,
         "feedback_comments": summary.feedback,
         "users": args.users,

@@ -20,6 +20,7 @@ import sqlalchemy
 from sqlalchemy import text
 
 from experiments.metrics_sql import (
+    ACTIVE,
     CHECKPOINTS,
     COMPONENTS,
     analysis_settings,
@@ -63,13 +64,17 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 
 
 def _metrics(
-    period: dt.date | None, language: str | None, sums: Any, histogram: dict[int, int]
+    period: dt.date | None,
+    language: str | None,
+    sums: Any,
+    active_users: int,
+    histogram: dict[int, int],
 ) -> ProductMetrics:
     total = sum(histogram.values())
     return ProductMetrics(
         period=period,
         language=language,
-        active_users=int(sums["active_users"]),
+        active_users=active_users,
         suggestions_served=int(sums["served_n"]),
         suggestions_shown=int(sums["shown_n"]),
         suggestions_accepted=int(sums["accepted_n"]),
@@ -165,49 +170,72 @@ def _compute(
         "languages": list(languages),
         "ides": list(ides),
     }
-    if source == "raw" or (source == "auto" and ides):
-        ctes = "WITH " + contribution_ctes(windowed=False, where=_filters(params))
-        period = _period(grain, "(ts AT TIME ZONE 'UTC')")
-        rows = f"SELECT {period} AS period, language, user_id, {_COLUMNS} FROM contrib"
-        latency = f"SELECT {period} AS period, language, bucket, 1 AS n FROM srv"
-    else:
-        ctes = ""
-        period = _period(grain, "day")
-        where = "day BETWEEN :first AND :last"
-        if languages:
-            where += " AND language = ANY(:languages)"
-        rows = f"SELECT {period} AS period, language, user_id, {_COLUMNS} "
-        rows += f"FROM metric_rollup_daily WHERE {where}"
-        latency = (
-            f"SELECT {period} AS period, language, unnest(latency_buckets) AS bucket, "
-            f"unnest(latency_counts) AS n FROM metric_rollup_daily WHERE {where}"
-        )
+    raw = source == "raw" or (source == "auto" and bool(ides))
     # A key no set groups on is selected as NULL.
     grouped = {key for keys in sets for key in keys}
     select = ", ".join(
         key if key in grouped else f"NULL AS {key}" for key in ("period", "language")
     )
     groups = ", ".join(f"({', '.join(keys)})" for keys in sets)
+    users = ", ".join(f"({', '.join((*keys, 'user_id'))})" for keys in sets)
     buckets = ", ".join(f"({', '.join((*keys, 'bucket'))})" for keys in sets)
     with analysis_settings(conn):
+        if raw:
+            # The raw events' contributions are costly: computed once into a temporary table
+            # that the sums and the active users both read.
+            ctes = "WITH " + contribution_ctes(windowed=False, where=_filters(params))
+            period = _period(grain, "(ts AT TIME ZONE 'UTC')")
+            conn.execute(
+                text(
+                    f"CREATE TEMPORARY TABLE product_rows ON COMMIT DROP AS {ctes} "
+                    f"SELECT {period} AS period, language, user_id, {_COLUMNS} FROM contrib"
+                ),
+                params,
+            )
+            rows = "SELECT * FROM product_rows"
+            latency = f"SELECT {period} AS period, language, bucket, 1 AS n FROM srv"
+        else:
+            ctes = ""
+            period = _period(grain, "day")
+            where = "day BETWEEN :first AND :last"
+            if languages:
+                where += " AND language = ANY(:languages)"
+            rows = f"SELECT {period} AS period, language, user_id, {_COLUMNS} "
+            rows += f"FROM metric_rollup_daily WHERE {where}"
+            latency = (
+                f"SELECT {period} AS period, language, unnest(latency_buckets) AS bucket, "
+                f"unnest(latency_counts) AS n FROM metric_rollup_daily WHERE {where}"
+            )
         sums = (
             conn.execute(
-                text(f"""{ctes}
-SELECT {select},
-       count(DISTINCT user_id) FILTER (WHERE served_n + shown_n > 0) AS active_users,
-       {component_sums()}
+                text(f"""
+SELECT {select}, {component_sums()}
 FROM ({rows}) r GROUP BY GROUPING SETS ({groups})"""),
                 params,
             )
             .mappings()
             .all()
         )
+        # Distinct users per group by hashing (user, group) pairs: count(DISTINCT) would sort.
+        active = {
+            (row.period, row.language): int(row.n)
+            for row in conn.execute(
+                text(f"""
+SELECT period, language, count(*) AS n FROM (
+    SELECT {select}, user_id FROM ({rows}) r WHERE {ACTIVE}
+    GROUP BY GROUPING SETS ({users})
+) a GROUP BY period, language"""),
+                params,
+            )
+        }
         histogram_rows = conn.execute(
             text(f"""{ctes}
 SELECT {select}, bucket, sum(n)::bigint AS n
 FROM ({latency}) h GROUP BY GROUPING SETS ({buckets})"""),
             params,
         ).all()
+        if raw:
+            conn.execute(text("DROP TABLE product_rows"))
     histograms: dict[tuple[Any, Any], dict[int, int]] = {}
     for bucket in histogram_rows:
         histograms.setdefault((bucket.period, bucket.language), {})[int(bucket.bucket)] = int(
@@ -215,11 +243,12 @@ FROM ({latency}) h GROUP BY GROUPING SETS ({buckets})"""),
         )
     found: dict[GroupingSet, list[ProductMetrics]] = {keys: [] for keys in sets}
     for row in sums:
-        if not (row["active_users"] or row["served_n"]):
-            continue
         key = (row["period"], row["language"])
+        if not (active.get(key) or row["served_n"]):
+            continue
         keys = tuple(k for k, v in zip(("period", "language"), key, strict=True) if v is not None)
-        found[keys].append(_metrics(key[0], key[1], row, histograms.get(key, {})))
+        figures = _metrics(key[0], key[1], row, active.get(key, 0), histograms.get(key, {}))
+        found[keys].append(figures)
     for metrics in found.values():
         metrics.sort(key=lambda m: (m.period or dt.date.min, m.language or ""))
     return found

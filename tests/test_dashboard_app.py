@@ -12,7 +12,9 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
 
+from codelift.cli import app as cli_app
 from codelift.db.connection import make_engine
 from dashboard import cached
 from dashboard.apptest import app_with_passwords
@@ -266,3 +268,10 @@ def test_development_falls_back_to_well_known_passwords() -> None:
     assert (settings.password("viewer"), settings.password("admin")) == ("viewer", "admin")
     oidc = DashboardSettings(environment="production", dashboard_oidc_provider="google")
     assert oidc.dashboard_oidc_provider == "google"
+
+
+def test_the_cli_serves_the_dashboard_with_host_port_and_database() -> None:
+    result = CliRunner().invoke(cli_app, ["dashboard", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for option in ("--host", "--port", "--database-url"):
+        assert option in result.output
