@@ -61,15 +61,9 @@ def experiments(url: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def experiment_detail(url: str, key: str) -> data.ExperimentDetail:
-    """One experiment's analysis, gates and timeline."""
-    return data.experiment_detail(engine(url), key)
-
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def history(url: str, key: str) -> pd.DataFrame:
-    """The primary metrics' sequential CI day by day."""
-    return data.history_frame(engine(url), key)
+def experiment(url: str, key: str) -> tuple[data.ExperimentDetail, pd.DataFrame]:
+    """One experiment's analysis, gates and timeline, and its sequential CI day by day."""
+    return data.experiment_with_history(engine(url), key)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)

@@ -7,6 +7,7 @@ arrange what ``experiments`` returns.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import uuid
@@ -302,6 +303,14 @@ _HISTORY_COLUMNS = [
     "seq_ci_rel_high",
     "seq_p_rel",
 ]
+
+
+def experiment_with_history(engine: Engine, key: str) -> tuple[ExperimentDetail, pd.DataFrame]:
+    """``experiment_detail`` and ``history_frame`` at once, on two connections: the page needs
+    both and each is a single-threaded statement, so a second core halves the wait."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        history = pool.submit(history_frame, engine, key)
+        return experiment_detail(engine, key), history.result()
 
 
 def next_stage(config: ExperimentConfig, coverage: float) -> float | None:

@@ -42,7 +42,7 @@ def render(context: PageContext) -> None:
     flash = st.session_state.pop(_FLASH, None)
     if flash:
         st.success(flash)
-    detail = cached.experiment_detail(url, key)
+    detail, history = cached.experiment(url, key)
     _header(detail)
     if context.identity.is_admin:
         _admin_controls(context, detail)
@@ -50,7 +50,7 @@ def render(context: PageContext) -> None:
         st.caption("Ramp and pause need the admin role.")
     _allocation(detail)
     _lifts(detail)
-    _history(url, key)
+    _history(history, key)
     _by_language(detail)
     st.subheader("Guardrails")
     table(_guardrails(detail), f"{key} guardrails")
@@ -219,9 +219,8 @@ def _lifts(detail: data.ExperimentDetail) -> None:
     table(shown, f"{detail.key} lifts")
 
 
-def _history(url: str, key: str) -> None:
+def _history(history: pd.DataFrame, key: str) -> None:
     st.subheader("Sequential CI over time")
-    history = cached.history(url, key)
     if history.empty:
         st.info("No exposures yet.")
         return
