@@ -12,9 +12,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -92,18 +94,31 @@ def start_dashboard(
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (root, child_env.get("PYTHONPATH", "")) if p
     )
-    output = subprocess.DEVNULL if quiet else None
-    process = subprocess.Popen(
-        streamlit_command(host, port), env=child_env, stdout=output, stderr=output
-    )
+    # Quiet: the server's output goes to a file, read back if it fails to start.
+    log = tempfile.TemporaryFile() if quiet else None
+    process = subprocess.Popen(streamlit_command(host, port), env=child_env, stdout=log, stderr=log)
     url = f"http://{host}:{port}"
     running = DashboardProcess(process=process, url=url)
     try:
         _wait_healthy(running)
+    except (RuntimeError, TimeoutError) as exc:
+        running.stop()
+        raise RuntimeError(f"{exc}; its output ends with:\n{_tail(log)}") from None
     except BaseException:
         running.stop()
         raise
+    finally:
+        # The child keeps its own descriptor; Streamlit says little once it is up.
+        if log is not None:
+            log.close()
     return running
+
+
+def _tail(log: IO[bytes] | None, size: int = 4000) -> str:
+    if log is None:
+        return "(printed above)"
+    log.seek(0)
+    return log.read()[-size:].decode(errors="replace")
 
 
 def _wait_healthy(running: DashboardProcess) -> None:

@@ -18,6 +18,7 @@ from codelift.cli import app as cli_app
 from codelift.db.connection import make_engine
 from dashboard import cached
 from dashboard.apptest import app_with_passwords
+from dashboard.launch import free_port, start_dashboard
 from dashboard.settings import DashboardSettings
 from dashboard.views.experiments import SIGNIFICANT
 from dashboard.views.widgets import pct
@@ -275,3 +276,11 @@ def test_the_cli_serves_the_dashboard_with_host_port_and_database() -> None:
     assert result.exit_code == 0, result.output
     for option in ("--host", "--port", "--database-url"):
         assert option in result.output
+
+
+def test_a_dashboard_that_cannot_start_says_why() -> None:
+    # 203.0.113.0/24 is reserved for documentation: no interface here has that address.
+    with pytest.raises(RuntimeError, match="exited with code 1(.|\n)*Cannot assign requested"):
+        start_dashboard(
+            database_url="postgresql://nobody@127.0.0.1/none", host="203.0.113.1", port=free_port()
+        )
