@@ -61,11 +61,10 @@ def codebook_version(session: Session) -> int:
 
 def merged_into_map(session: Session) -> dict[str, str]:
     """Each merged theme's final active theme (merges can chain)."""
-    links = dict(
-        session.execute(
-            select(ThemeRow.id, ThemeRow.merged_into).where(ThemeRow.merged_into.is_not(None))
-        ).tuples()
-    )
+    rows = session.execute(
+        select(ThemeRow.id, ThemeRow.merged_into).where(ThemeRow.merged_into.is_not(None))
+    ).all()
+    links: dict[str, str | None] = dict(rows)
     resolved: dict[str, str] = {}
     for theme_id, first in links.items():
         target = first
