@@ -27,6 +27,7 @@ from experiments.models import Experiment, ExperimentAudit
 from experiments.registry import apply_definition, ramp
 from experiments.rollups import EVENT_TABLES, refresh_rollups
 from experiments.synthetic import ARMS, SyntheticConfig, load_synthetic
+from feedback.worker import tag_all_pending
 
 ACTOR = "seed"
 IDES = ("vscode", "jetbrains", "neovim")
@@ -92,8 +93,13 @@ def seed_demo(
     users: int = 1_000,
     end: dt.datetime | None = None,
     feedback_share: float = 0.02,
+    tag_feedback: bool = False,
 ) -> SeedSummary:
-    """Seed the experiments, ~``events`` events of ~``users`` users, rollups and gate runs."""
+    """Seed the experiments, ~``events`` events of ~``users`` users, rollups and gate runs.
+
+    ``tag_feedback`` also runs the feedback tagger over the comments (trains it first: about a
+    minute on 2 cores), so the Feedback page shows themes and polarity.
+    """
     end = end or dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
     start = end - dt.timedelta(days=DAYS)
     url = engine.url.render_as_string(hide_password=False)
@@ -141,6 +147,8 @@ def seed_demo(
         run_gate(session, key="python-lora", analyze=gate_analyzer, apply=True, actor="gate")
         run_gate(session, key="context-window", analyze=gate_analyzer, apply=False, actor="gate")
         session.commit()
+    if tag_feedback:
+        tag_all_pending(url)
     events_loaded = sum(n for table, n in loaded.items() if table not in ("exposure", "feedback"))
     return SeedSummary(
         events=events_loaded,
