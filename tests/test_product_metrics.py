@@ -14,6 +14,7 @@ from sqlalchemy import Connection, text
 from experiments.analysis import analyze_experiment
 from experiments.config import parse_config
 from experiments.history import MAX_LOOKS, look_days, sequential_history
+from experiments.metrics_sql import load_experiment_data
 from experiments.product_metrics import ProductMetrics, product_metrics, product_overview
 from experiments.rollups import refresh_rollups
 from experiments.serving_metrics import serving_by_arm
@@ -198,6 +199,26 @@ def test_the_history_ends_with_the_full_analysis(synthetic: Connection) -> None:
     assert_close(points[-1].comparison, last.comparison)
     # The first look sees only the first exposure day.
     assert points[0].users < points[-1].users
+
+
+def test_until_cuts_rollups_and_raw_events_alike(synthetic: Connection) -> None:
+    until = (END - dt.timedelta(days=1)).date()
+    loads = {
+        source: load_experiment_data(
+            synthetic, experiment=EXPERIMENT, source=source, by_language=True, until=until
+        )
+        for source in ("raw", "rollups")
+    }
+    raw, rollups = loads["raw"], loads["rollups"]
+    everything = load_experiment_data(synthetic, experiment=EXPERIMENT)
+    assert raw.users_per_arm == rollups.users_per_arm
+    assert sum(raw.users_per_arm.values()) < sum(everything.users_per_arm.values())
+    assert raw.last_event is not None and raw.last_event < dt.datetime.combine(
+        until, dt.time(), dt.UTC
+    )
+    for a, b in zip(raw.metrics, rollups.metrics, strict=True):
+        assert (a.metric, a.arm, a.language) == (b.metric, b.arm, b.language)
+        assert dataclasses.astuple(a.moments) == pytest.approx(dataclasses.astuple(b.moments))
 
 
 def test_look_days_are_thinned() -> None:
