@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy
@@ -19,10 +20,11 @@ from experiments.analysis import analyze_data
 from experiments.config import ExperimentConfig, Status
 from experiments.metrics_sql import (
     ACTIVE,
-    COMPONENTS,
     EXPOSED,
     ExperimentData,
     analysis_settings,
+    components_of,
+    metric_names,
     metric_stats,
     moment_aggregates,
 )
@@ -55,41 +57,50 @@ def look_days(first_exposure: dt.datetime, last_event: dt.datetime) -> list[dt.d
     return days
 
 
-_SUMS = ", ".join(f"sum({c})::float8 AS {c}" for c in COMPONENTS)
-_RUNNING = ", ".join(
-    f"sum(coalesce(b.{c}, 0)) OVER (PARTITION BY g.user_id ORDER BY g.look) AS {c}"
-    for c in COMPONENTS
-)
-_HISTORY_SQL = f"""WITH {EXPOSED},
+def _history_sql(metrics: Collection[str]) -> str:
+    # Only the components the metrics need are carried: the running sums are the costly part.
+    components = components_of(metrics)
+    sums = ", ".join(f"sum({c})::float8 AS {c}" for c in components)
+    running = ", ".join(
+        f"sum(coalesce(b.{c}, 0)) OVER (PARTITION BY g.user_id ORDER BY g.look) AS {c}"
+        for c in components
+    )
+    columns = ", ".join(f"r.{c}" for c in components)
+    return f"""WITH {EXPOSED},
 looks AS (SELECT unnest(CAST(:looks AS date[])) AS look),
 src AS (
-    SELECT x.arm, x.user_id, r.day, {", ".join(f"r.{c}" for c in COMPONENTS)}
+    SELECT x.arm, x.user_id, r.day, {columns}
     FROM x JOIN metric_rollup_daily r
         ON r.user_id = x.user_id AND r.day > x.day AND r.day < CAST(:last_look AS date)
     UNION ALL
-    SELECT x.arm, x.user_id, x.day, {", ".join(f"r.{c}" for c in COMPONENTS)}
+    SELECT x.arm, x.user_id, x.day, {columns}
     FROM x JOIN exposure_day_rollup r
         ON r.experiment = :experiment AND r.user_id = x.user_id AND r.post
 ),
 bucketed AS (
-    SELECT user_id, (SELECT min(look) FROM looks WHERE look > src.day) AS look, {_SUMS}
+    SELECT user_id, (SELECT min(look) FROM looks WHERE look > src.day) AS look, {sums}
     FROM src GROUP BY 1, 2
 ),
 grid AS (SELECT x.arm, x.user_id, l.look FROM x JOIN looks l ON l.look > x.day),
 u AS (
-    SELECT g.arm, g.user_id, g.look, {_RUNNING}
+    SELECT g.arm, g.user_id, g.look, {running}
     FROM grid g LEFT JOIN bucketed b ON b.user_id = g.user_id AND b.look = g.look
 )
 SELECT look, arm, count(*) AS users, count(*) FILTER (WHERE {ACTIVE}) AS active_users,
-       {moment_aggregates(cuped=False)}
+       {moment_aggregates(cuped=False, metrics=metrics)}
 FROM u GROUP BY look, arm"""
 
 
 def load_history_data(
-    conn: sqlalchemy.Connection, *, experiment: str, arms: list[str], looks: list[dt.date]
+    conn: sqlalchemy.Connection,
+    *,
+    experiment: str,
+    arms: list[str],
+    looks: list[dt.date],
+    metrics: Collection[str],
 ) -> dict[dt.date, ExperimentData]:
-    """The experiment's sufficient statistics (all languages) as of each midnight in ``looks``,
-    from the rollups: each equal to ``load_experiment_data(until=look)``'s, latency p95 aside."""
+    """The sufficient statistics of ``metrics`` (all languages) as of each midnight in
+    ``looks``, from the rollups: each equal to ``load_experiment_data(until=look)``'s."""
     if not looks:
         return {}
     looks = sorted(looks)
@@ -100,7 +111,7 @@ def load_history_data(
         "hi": dt.datetime.combine(looks[-1], dt.time(), dt.UTC),
     }
     with analysis_settings(conn):
-        rows = conn.execute(text(_HISTORY_SQL), params).mappings().all()
+        rows = conn.execute(text(_history_sql(metrics)), params).mappings().all()
     firsts = conn.execute(
         text(
             "SELECT min(client_ts) FROM exposure WHERE experiment = :experiment AND client_ts < :hi"
@@ -120,7 +131,9 @@ def load_history_data(
             metrics=[
                 stats
                 for arm in users
-                for stats in metric_stats(found.get((look, arm)), arm, None, cuped=False)
+                for stats in metric_stats(
+                    found.get((look, arm)), arm, None, cuped=False, metrics=metrics
+                )
             ],
             latency_p95={},
             source="rollups",
@@ -136,13 +149,16 @@ def sequential_history(
     metrics: tuple[str, ...] | None = None,
 ) -> list[HistoryPoint]:
     """Every treatment arm's comparison of ``metrics`` (default: the primary ones) per day."""
-    wanted = set(metrics or config.primary_metrics)
+    # latency_p95 is descriptive (no user-level test), so it has no history.
+    wanted = [m for m in metrics or config.primary_metrics if m in set(metric_names())]
     arms = [arm.name for arm in config.arms]
-    history = load_history_data(conn, experiment=config.key, arms=arms, looks=days)
+    history = load_history_data(conn, experiment=config.key, arms=arms, looks=days, metrics=wanted)
+    # Only the comparisons are wanted: no guardrail tests (their metrics are not loaded).
+    tested = config.model_copy(update={"guardrails": ()})
     points: list[HistoryPoint] = []
     for day, data in sorted(history.items()):
         report = analyze_data(
-            data, config, status=Status.RUNNING.value, coverage=1.0, by_language=False
+            data, tested, status=Status.RUNNING.value, coverage=1.0, by_language=False
         )
         points += [
             HistoryPoint(

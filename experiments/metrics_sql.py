@@ -38,7 +38,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import sqlalchemy
@@ -606,11 +607,17 @@ def load_experiment_data(
 
 
 def metric_stats(
-    row: sqlalchemy.RowMapping | None, arm: str, language: str | None, *, cuped: bool
+    row: sqlalchemy.RowMapping | None,
+    arm: str,
+    language: str | None,
+    *,
+    cuped: bool,
+    metrics: Collection[str] | None = None,
 ) -> list[MetricStats]:
-    """Every metric's moments from a row of ``moment_aggregates`` (zeros for no row)."""
+    """Every metric's (or ``metrics``') moments from a row of ``moment_aggregates`` (zeros for
+    no row)."""
     stats = []
-    for metric in METRIC_DEFS:
+    for metric in _defs(metrics):
         kind = _moments_type(metric, cuped)
         values: dict[str, Any] = {
             field.name: float(row[f"{metric.name}__{field.name}"]) if row else 0.0
@@ -621,14 +628,31 @@ def metric_stats(
     return stats
 
 
-def moment_aggregates(*, cuped: bool) -> str:
-    """The select list of every metric's moments over per-user rows (one column per component,
-    plus ``c__pre`` columns with CUPED); read back with ``metric_stats``."""
+def moment_aggregates(*, cuped: bool, metrics: Collection[str] | None = None) -> str:
+    """The select list of every metric's (or ``metrics``') moments over per-user rows (one
+    column per component, plus ``c__pre`` columns with CUPED); read back with ``metric_stats``."""
     return ", ".join(
         f"{sql} AS {metric.name}__{field}"
-        for metric in METRIC_DEFS
+        for metric in _defs(metrics)
         for field, sql in _moment_columns(metric, cuped=cuped)
     )
+
+
+def components_of(metrics: Collection[str]) -> tuple[str, ...]:
+    """The components ``metrics`` are made of, with those that say who is active."""
+    used = {"served_n", "shown_n"}
+    for metric in _defs(metrics):
+        used |= set(re.findall(r"[a-z_0-9]+", f"{metric.m} {metric.d or ''}"))
+    return tuple(name for name in COMPONENTS if name in used)
+
+
+def _defs(metrics: Collection[str] | None) -> list[MetricDef]:
+    if metrics is None:
+        return list(METRIC_DEFS)
+    unknown = set(metrics) - {metric.name for metric in METRIC_DEFS}
+    if unknown:
+        raise ValueError(f"metrics: unknown {sorted(unknown)}")
+    return [metric for metric in METRIC_DEFS if metric.name in metrics]
 
 
 def _latency_p95(

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 from experiments.analysis import analyze_experiment
 from experiments.config import parse_config
 from experiments.history import MAX_LOOKS, look_days, sequential_history
-from experiments.metrics_sql import load_experiment_data
+from experiments.metrics_sql import components_of, load_experiment_data, moment_aggregates
 from experiments.product_metrics import ProductMetrics, product_metrics, product_overview
 from experiments.rollups import refresh_rollups
 from experiments.serving_metrics import serving_by_arm
@@ -245,3 +245,15 @@ def test_synthetic_extras_leave_the_defaults_alone(conn: Connection) -> None:
     users = conn.execute(text("SELECT DISTINCT user_id FROM exposure WHERE experiment = 'second'"))
     assert all(int(u, 16) >= 5000 for (u,) in ((row[0][1:],) for row in users))
     assert conn.execute(text("SELECT count(*) FROM feedback WHERE text IS NOT NULL")).scalar()
+
+
+def test_a_history_carries_only_the_components_its_metrics_need() -> None:
+    assert components_of(["acceptance_rate"]) == ("shown_n", "accepted_n", "served_n")
+    assert components_of(["pct_code_written"]) == (
+        "shown_n",
+        "typed_chars",
+        "ai_chars",
+        "served_n",
+    )
+    with pytest.raises(ValueError, match="unknown \\['nope'\\]"):
+        moment_aggregates(cuped=False, metrics=["nope"])
