@@ -70,7 +70,7 @@ def render(context: PageContext) -> None:
     left.line_chart(series[["latency_p50_ms", "latency_p95_ms"]])
     right.caption("Error rate")
     right.line_chart(series[["error_rate"]])
-    table(series.reset_index(), f"overview by {grain}")
+    table(series.reset_index().drop(columns=["language"]), f"overview by {grain}")
 
     st.subheader("Per language")
     table(_language_table(per_language), "overview per language")
