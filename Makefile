@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run check test bench bench-assignment bench-analysis bench-gateway clean
+.PHONY: install run check test bench bench-assignment bench-analysis bench-gateway bench-dashboard \
+	dashboard clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,12 @@ bench-analysis: install
 
 bench-gateway: install
 	$(BIN)/python bench/gateway.py
+
+bench-dashboard: install
+	$(BIN)/python -m bench.dashboard
+
+dashboard: install
+	$(BIN)/codelift dashboard
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

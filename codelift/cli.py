@@ -18,6 +18,7 @@ from codelift.db.migrate import current_revision, head_revision, upgrade
 from codelift.db.partitions import maintain_for_settings
 from codelift.db.session import session_for
 from codelift.settings import get_database_settings
+from dashboard.cli import dashboard as dashboard_command
 from experiments.analysis_cli import analyze as analyze_command
 from experiments.analysis_cli import gate as gate_command
 from experiments.cli import app as experiments_app
@@ -34,6 +35,7 @@ app.add_typer(experiments_app, name="experiments")
 app.command("analyze")(analyze_command)
 app.command("gate")(gate_command)
 app.command("backtest")(backtest_command)
+app.command("dashboard")(dashboard_command)
 
 
 def _setup_logging(level: str = "info") -> None:

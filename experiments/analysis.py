@@ -234,10 +234,19 @@ def analyze_experiment(
     correction: Correction | str = Correction.HOLM,
     n_star: float = DEFAULT_N_STAR,
     cuped: bool = False,
+    until: dt.date | None = None,
 ) -> AnalysisReport:
-    """Load the experiment's sufficient statistics from PostgreSQL and analyze them."""
+    """Load the experiment's sufficient statistics from PostgreSQL and analyze them.
+
+    ``until``: the analysis as it stood at midnight UTC starting that day.
+    """
     data = load_experiment_data(
-        conn, experiment=config.key, by_language=by_language, source=source, cuped=cuped
+        conn,
+        experiment=config.key,
+        by_language=by_language,
+        source=source,
+        cuped=cuped,
+        until=until,
     )
     return analyze_data(
         data,

@@ -38,7 +38,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import sqlalchemy
@@ -153,13 +154,14 @@ def _latency_bucket(column: str) -> str:
     return f"greatest(0, floor(ln(greatest({column}, 1.0)) / ln({LATENCY_BUCKET_BASE})))::int"
 
 
-def contribution_ctes(*, windowed: bool) -> str:
+def contribution_ctes(*, windowed: bool, where: str = "") -> str:
     """CTEs ``contrib`` (one row per counted event: user_id, language, ts, the components) and
     ``srv`` (served completions with their latency bucket), over events in [:lo, :hi).
 
     With ``windowed``, events are also restricted to each user's rows of a ``win`` CTE
     (user_id, experiment, arm, lo, split, hi): lo <= ts < hi, and carry ``experiment``, ``arm``
-    and ``post`` (ts >= split).
+    and ``post`` (ts >= split). ``where`` is an extra condition on every counted event ``ev``
+    (e.g. ``ev.ide = ANY(:ides)``); linked events are found whatever it says.
     """
     if windowed:
         join = "JOIN win w ON w.user_id = ev.user_id"
@@ -169,6 +171,8 @@ def contribution_ctes(*, windowed: bool) -> str:
     else:
         join = cond = carry = keep = ""
     cond += "ev.client_ts >= CAST(:lo AS timestamptz) AND ev.client_ts < CAST(:hi AS timestamptz)"
+    if where:
+        cond += f" AND ({where})"
     linked = (
         "AND {alias}.client_ts >= CAST(:lo AS timestamptz) - {w} "
         "AND {alias}.client_ts < CAST(:hi AS timestamptz) + {w} "
@@ -363,11 +367,7 @@ def _statistics_sql(source_sql: str, *, cuped: bool, by_language: bool) -> str:
         per_user = ", ".join(f"sum({name})::float8 AS {name}" for name in COMPONENTS)
         regroup = ", ".join(f"sum({name}) AS {name}" for name in COMPONENTS)
         last_ts = "max(last_ts)"
-    moments = ", ".join(
-        f"{sql} AS {metric.name}__{field}"
-        for metric in METRIC_DEFS
-        for field, sql in _moment_columns(metric, cuped=cuped)
-    )
+    moments = moment_aggregates(cuped=cuped)
     active = f"count(*) FILTER (WHERE {ACTIVE})"
     if not by_language:
         return f"""
@@ -398,10 +398,10 @@ FROM u GROUP BY arm
 # One row per exposed user: the exposure's event id is a function of (experiment, user), so the
 # primary key keeps one row each. Inlined where used, so the planner sees the table's statistics
 # (as a CTE it hashes the big side of every join instead).
-_EXPOSED = """
+EXPOSED = """
 x AS NOT MATERIALIZED (
     SELECT user_id, arm, client_ts AS ts, (client_ts AT TIME ZONE 'UTC')::date AS day
-    FROM exposure WHERE experiment = :experiment
+    FROM exposure WHERE experiment = :experiment AND client_ts < CAST(:hi AS timestamptz)
 )"""
 # Midnight UTC of the exposure day.
 _DAY_START = "((x.day)::timestamp AT TIME ZONE 'UTC')"
@@ -409,7 +409,7 @@ _DAY_START = "((x.day)::timestamp AT TIME ZONE 'UTC')"
 
 def _raw_source(*, cuped: bool, by_language: bool) -> str:
     lo = f"{_DAY_START} - make_interval(days => :pre_days)" if cuped else "x.ts"
-    return f"""{_EXPOSED},
+    return f"""{EXPOSED},
 win AS (
     SELECT user_id, CAST(:experiment AS text) AS experiment, arm, {lo} AS lo, ts AS split,
            CAST('infinity' AS timestamptz) AS hi
@@ -433,12 +433,13 @@ def _rollup_source(*, cuped: bool, by_language: bool) -> str:
     post_only = "" if cuped else "AND r.post"
     source = f"""
     SELECT x.arm, r.user_id, r.language, r.day > x.day AS post, {columns}, r.last_ts
-    FROM x JOIN metric_rollup_daily r ON r.user_id = x.user_id AND {days}
+    FROM x JOIN metric_rollup_daily r
+        ON r.user_id = x.user_id AND {days} AND r.day < CAST(:until_day AS date)
     UNION ALL
     SELECT x.arm, r.user_id, r.language, r.post, {columns}, r.last_ts
     FROM x JOIN exposure_day_rollup r
         ON r.experiment = :experiment AND r.user_id = x.user_id {post_only}"""
-    return f"{_EXPOSED},\n" + _statistics_sql(source, cuped=cuped, by_language=by_language)
+    return f"{EXPOSED},\n" + _statistics_sql(source, cuped=cuped, by_language=by_language)
 
 
 def _grouping(by_language: bool, *, arm: str, language: str, bucket: str = "") -> str:
@@ -449,20 +450,21 @@ def _grouping(by_language: bool, *, arm: str, language: str, bucket: str = "") -
 
 
 def _p95_raw_sql(by_language: bool) -> str:
-    return f"""WITH {_EXPOSED}
+    return f"""WITH {EXPOSED}
 SELECT x.arm, {"ev.language" if by_language else "NULL AS language"},
        percentile_disc(0.95) WITHIN GROUP (ORDER BY ev.latency_ms) AS p95
 FROM x JOIN completion_served ev ON ev.user_id = x.user_id AND ev.client_ts >= x.ts
-WHERE ev.client_ts >= CAST(:lo AS timestamptz)
+WHERE ev.client_ts >= CAST(:lo AS timestamptz) AND ev.client_ts < CAST(:hi AS timestamptz)
 GROUP BY {_grouping(by_language, arm="x.arm", language="ev.language")}"""
 
 
 def _p95_rollup_sql(by_language: bool) -> str:
     # unnest() in the select list (not a lateral join) zips the two arrays without a nested loop.
-    return f"""WITH {_EXPOSED},
+    return f"""WITH {EXPOSED},
 h AS (
     SELECT x.arm, r.language, unnest(r.latency_buckets) AS bucket, unnest(r.latency_counts) AS n
-    FROM x JOIN metric_rollup_daily r ON r.user_id = x.user_id AND r.day > x.day
+    FROM x JOIN metric_rollup_daily r
+        ON r.user_id = x.user_id AND r.day > x.day AND r.day < CAST(:until_day AS date)
     UNION ALL
     SELECT x.arm, r.language, unnest(r.latency_buckets), unnest(r.latency_counts)
     FROM x JOIN exposure_day_rollup r
@@ -526,16 +528,24 @@ def load_experiment_data(
     source: Source = "rollups",
     cuped: bool = False,
     pre_period_days: int = 14,
+    until: dt.date | None = None,
 ) -> ExperimentData:
-    """Per-arm (and per arm x language) sufficient statistics of every metric of ``experiment``."""
+    """Per-arm (and per arm x language) sufficient statistics of every metric of ``experiment``.
+
+    With ``until``, only exposures and events before midnight UTC starting that day count: the
+    analysis as it stood then (whole days, so rollups and raw events still agree).
+    """
     if pre_period_days < 0:
         raise ValueError(f"pre_period_days must be >= 0, got {pre_period_days}")
+    hi = dt.datetime.max.replace(tzinfo=dt.UTC)
+    if until is not None:
+        hi = dt.datetime.combine(until, dt.time(), dt.UTC)
     exposures = conn.execute(
         text(
             "SELECT arm, count(DISTINCT user_id) AS users, min(client_ts) AS first "
-            "FROM exposure WHERE experiment = :experiment GROUP BY arm"
+            "FROM exposure WHERE experiment = :experiment AND client_ts < :hi GROUP BY arm"
         ),
-        {"experiment": experiment},
+        {"experiment": experiment, "hi": hi},
     ).all()
     registered = conn.execute(
         text(
@@ -548,12 +558,16 @@ def load_experiment_data(
     users_per_arm |= {str(row.arm): int(row.users) for row in sorted(exposures)}
     firsts = [row.first for row in exposures]
     first_exposure = min(firsts) if firsts else None
-    params: dict[str, Any] = {"experiment": experiment, "pre_days": pre_period_days}
+    params: dict[str, Any] = {
+        "experiment": experiment,
+        "pre_days": pre_period_days,
+        "hi": hi,
+        "until_day": until or dt.date.max,
+    }
     if first_exposure is None:
         return ExperimentData(experiment, users_per_arm, None, None, [], {}, source)
     # A static lower bound lets the planner skip partitions older than any counted event.
     params["lo"] = first_exposure - dt.timedelta(days=pre_period_days + 1 if cuped else 0)
-    params["hi"] = dt.datetime.max.replace(tzinfo=dt.UTC)
     if source == "raw":
         statement = _raw_source(cuped=cuped, by_language=by_language)
         p95_statement = _p95_raw_sql(by_language)
@@ -573,18 +587,12 @@ def load_experiment_data(
     languages = sorted({row["language"] for row in rows if row["language"] is not None})
     found = {(row["arm"], row["language"]): row for row in rows}
     groups: list[str | None] = [None, *languages] if by_language else [None]
-    metrics: list[MetricStats] = []
-    for arm in users_per_arm:
-        for language in groups:
-            row = found.get((arm, language))
-            for metric in METRIC_DEFS:
-                kind = _moments_type(metric, cuped)
-                values: dict[str, Any] = {
-                    field.name: float(row[f"{metric.name}__{field.name}"]) if row else 0.0
-                    for field in dataclasses.fields(kind)
-                }
-                values["n"] = int(values["n"])
-                metrics.append(MetricStats(metric.name, arm, language, kind(**values)))
+    metrics = [
+        stats
+        for arm in users_per_arm
+        for language in groups
+        for stats in metric_stats(found.get((arm, language)), arm, language, cuped=cuped)
+    ]
     last = [row["last_ts"] for row in rows if row["last_ts"] is not None]
     return ExperimentData(
         experiment=experiment,
@@ -596,6 +604,55 @@ def load_experiment_data(
         source=source,
         rollups_as_of=as_of,
     )
+
+
+def metric_stats(
+    row: sqlalchemy.RowMapping | None,
+    arm: str,
+    language: str | None,
+    *,
+    cuped: bool,
+    metrics: Collection[str] | None = None,
+) -> list[MetricStats]:
+    """Every metric's (or ``metrics``') moments from a row of ``moment_aggregates`` (zeros for
+    no row)."""
+    stats = []
+    for metric in _defs(metrics):
+        kind = _moments_type(metric, cuped)
+        values: dict[str, Any] = {
+            field.name: float(row[f"{metric.name}__{field.name}"]) if row else 0.0
+            for field in dataclasses.fields(kind)
+        }
+        values["n"] = int(values["n"])
+        stats.append(MetricStats(metric.name, arm, language, kind(**values)))
+    return stats
+
+
+def moment_aggregates(*, cuped: bool, metrics: Collection[str] | None = None) -> str:
+    """The select list of every metric's (or ``metrics``') moments over per-user rows (one
+    column per component, plus ``c__pre`` columns with CUPED); read back with ``metric_stats``."""
+    return ", ".join(
+        f"{sql} AS {metric.name}__{field}"
+        for metric in _defs(metrics)
+        for field, sql in _moment_columns(metric, cuped=cuped)
+    )
+
+
+def components_of(metrics: Collection[str]) -> tuple[str, ...]:
+    """The components ``metrics`` are made of, with those that say who is active."""
+    used = {"served_n", "shown_n"}
+    for metric in _defs(metrics):
+        used |= set(re.findall(r"[a-z_0-9]+", f"{metric.m} {metric.d or ''}"))
+    return tuple(name for name in COMPONENTS if name in used)
+
+
+def _defs(metrics: Collection[str] | None) -> list[MetricDef]:
+    if metrics is None:
+        return list(METRIC_DEFS)
+    unknown = set(metrics) - {metric.name for metric in METRIC_DEFS}
+    if unknown:
+        raise ValueError(f"metrics: unknown {sorted(unknown)}")
+    return [metric for metric in METRIC_DEFS if metric.name in metrics]
 
 
 def _latency_p95(

@@ -8,6 +8,12 @@ nothing else differs between arms. Each suggestion gives a completion_served, mo
 suggestion_shown and a suggestion_outcome, accepted ones persistence checks at 30/120/300/600 s,
 and one in eight a typing_volume window: about 3.9 events per suggestion.
 
+Optional, for the dashboard's seed (the defaults leave the generated rows unchanged): users
+spread over several IDEs (``ides``, a function of the user number, so no random draw moves),
+numbers starting at ``id_offset`` (several experiments in one database without clashing user or
+suggestion ids), and thumbs feedback with a comment on a share of suggestions
+(``feedback_share``), more often positive in the treatment arm after exposure.
+
 Rows are generated with numpy and written as PostgreSQL's binary COPY format directly from
 structured arrays (no per-row Python), so loading runs at the server's COPY speed.
 """
@@ -51,6 +57,11 @@ class SyntheticConfig:
     seed: int = 1
     end: dt.datetime | None = None  # default: two hours ago
     chunk_users: int = 20_000
+    ides: tuple[str, ...] = ("vscode",)
+    # User numbers (and suggestion numbers, times 2**24) start here.
+    id_offset: int = 0
+    # Share of suggestions that get a thumbs rating with a comment.
+    feedback_share: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,9 +202,11 @@ def load_synthetic(conn: psycopg.Connection[Any], config: SyntheticConfig) -> Sy
     rng = np.random.default_rng(config.seed)
     suggestions_per_user = config.events / EVENTS_PER_SUGGESTION / config.users
     rows: dict[str, int] = {}
-    counter = 0
+    counter = config.id_offset << 24
     for first in range(0, config.users, config.chunk_users):
-        users = np.arange(first, min(config.users, first + config.chunk_users), dtype=np.int64)
+        users = config.id_offset + np.arange(
+            first, min(config.users, first + config.chunk_users), dtype=np.int64
+        )
         written = _load_chunk(conn, config, rng, users, start, end, suggestions_per_user, counter)
         counter += written.pop("_suggestions")
         for table, n in written.items():
@@ -216,6 +229,8 @@ def _load_chunk(
     languages = np.array([lang.encode() for lang in config.languages])
     user_ids = _ids(b"u", users, width=8)
     sessions = _ids(b"s", users, width=8)
+    ides = np.array([ide.encode() for ide in config.ides])
+    user_ide = _spread(users, len(config.ides))
     arm = rng.integers(0, 2, n_users)
     lang1 = rng.integers(0, n_lang, n_users)
     lang2 = np.where(
@@ -257,7 +272,7 @@ def _load_chunk(
             "schema_version": ("int2", np.ones(k, dtype=np.int16)),
             "user_id": ("text", user_ids[who[index]]),
             "session_id": ("text", sessions[who[index]]),
-            "ide": ("text", _const(b"vscode", k)),
+            "ide": ("text", ides[user_ide[who[index]]]),
             "plugin_version": ("text", _const(b"1.4.2", k)),
             "language": ("text", languages[lang[index]]),
         }
@@ -386,4 +401,52 @@ def _load_chunk(
         "arm": ("text", np.array([a.encode() for a in ARMS])[arm[exposed]]),
     }
     written["exposure"] = copy_columns(conn, "exposure", exposure)
+    if config.feedback_share > 0:
+        treated = (arm[who] == 1) & post
+        written["feedback"] = _load_feedback(
+            conn, rng, config.feedback_share, treated, ts, suggestion, common
+        )
     return written
+
+
+def _spread(users: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
+    """Each user's index among ``k`` values, skewed to the first (shares ~ 1/2, 1/4, ...)."""
+    # A fixed hash of the user number: the same user gets the same value in every chunk.
+    unit = (users * 0.6180339887498949) % 1.0
+    weights = 0.5 ** np.arange(1, k + 1)
+    edges = np.cumsum(weights / weights.sum())[:-1]
+    return np.searchsorted(edges, unit, side="right").astype(np.int64)
+
+
+# (theme, positive comment, negative comment): what developers say about completions.
+FEEDBACK_COMMENTS = (
+    ("latency", "suggestions show up instantly", "completions are too slow, I type faster"),
+    ("relevance", "it understands what I am writing", "suggestions ignore the code around them"),
+    ("correctness", "the code compiles first time", "it suggests code that does not build"),
+    ("style", "follows our naming and formatting", "wrong indentation and naming style"),
+    ("verbosity", "short, focused suggestions", "suggestions are far too long"),
+)
+
+
+def _load_feedback(
+    conn: psycopg.Connection[Any],
+    rng: np.random.Generator,
+    share: float,
+    treated: npt.NDArray[np.bool_],
+    ts: npt.NDArray[np.float64],
+    suggestion: npt.NDArray[Any],
+    common: Any,
+) -> int:
+    picked = np.flatnonzero(rng.random(len(treated)) < share)
+    positive = rng.random(len(picked)) < np.where(treated[picked], 0.7, 0.55)
+    theme = rng.integers(0, len(FEEDBACK_COMMENTS), len(picked))
+    texts = np.array([[c[2].encode(), c[1].encode()] for c in FEEDBACK_COMMENTS])
+    # Rated a few seconds after the suggestion was served.
+    rows = common(picked, ts[picked] + 5.0) | {
+        "rating_scale": ("text", _const(b"thumbs", len(picked))),
+        "rating": ("int2", np.where(positive, 1, -1).astype(np.int16)),
+        "text": ("text", texts[theme, positive.astype(int)]),
+        "target": ("text", _const(b"suggestion", len(picked))),
+        "suggestion_id": ("text", suggestion[picked]),
+    }
+    return copy_columns(conn, "feedback", rows)

@@ -31,6 +31,11 @@ from tests.database import (
 from tests.experiment_factories import CommittedRegistry
 from tests.servers import HTTP_TIMEOUT_S, collector_settings, run_collector
 
+# The dashboard tests' demo data: small enough to seed in ~2 s, big enough for
+# the gate to roll the harmful experiment back.
+DASHBOARD_SEED_EVENTS = 40_000
+DASHBOARD_SEED_USERS = 1_000
+
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
@@ -38,6 +43,23 @@ def database_url() -> Iterator[str]:
     with fresh_database() as url:
         upgrade(url)
         maintain_for_settings(libpq_conninfo(url), database_settings(url), today=utc_today())
+        yield url
+
+
+@pytest.fixture(scope="session")
+def dashboard_database_url() -> Iterator[str]:
+    """A database of its own holding the dashboard's demo data (``dashboard.seed``), shared by
+    the app tests and the browser test."""
+    from dashboard.seed import seed_demo
+
+    with fresh_database("codelift_dashboard") as url:
+        upgrade(url)
+        maintain_for_settings(libpq_conninfo(url), database_settings(url), today=utc_today())
+        engine = make_engine(url, pool_size=1)
+        try:
+            seed_demo(engine, events=DASHBOARD_SEED_EVENTS, users=DASHBOARD_SEED_USERS)
+        finally:
+            engine.dispose()
         yield url
 
 

@@ -37,5 +37,6 @@ def load_all_models() -> MetaData:
     import experiments.gate_models  # noqa: F401
     import experiments.models  # noqa: F401
     import experiments.rollup_models  # noqa: F401
+    import feedback.models  # noqa: F401
 
     return Base.metadata

@@ -1,7 +1,7 @@
 """Backtests (runs, per-sample results, summaries) and the ``evaluate`` key scope.
 
 Revision ID: b7c4e1a9d2f5
-Revises: 06b3c6cc94c0
+Revises: f3ed6ac0b8a1
 Create Date: 2026-11-21 10:30:00.000000+00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "b7c4e1a9d2f5"
-down_revision: str | Sequence[str] | None = "06b3c6cc94c0"
+down_revision: str | Sequence[str] | None = "f3ed6ac0b8a1"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,491 @@
+"""The dashboard's data access: every figure from ``experiments/``, shaped as tables.
+
+No Streamlit here (``dashboard.cached`` adds the caching), so tests, the benchmark and the pages
+read the same functions. Nothing here computes a statistic: tables only rename, filter and
+arrange what ``experiments`` returns.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
+
+from experiments.analysis import AnalysisReport, analyze_experiment
+from experiments.config import ExperimentConfig, Status
+from experiments.gate_models import GateDecisionRow
+from experiments.gate_runner import gate_history
+from experiments.history import look_days, sequential_history
+from experiments.metrics_catalog import METRICS
+from experiments.product_metrics import Grain, ProductMetrics, product_overview
+from experiments.registry import (
+    audit_log,
+    config_of,
+    get_experiment,
+    list_experiments,
+    ramp,
+    set_status,
+)
+from experiments.serving_metrics import ServingGrain, ServingPoint, serving_by_arm
+from feedback.store import correct_tags, list_themes, search_comments, theme_counts
+from feedback.views import Dimension
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterOptions:
+    """What the overview's filters offer."""
+
+    languages: tuple[str, ...]
+    ides: tuple[str, ...]
+    first_day: dt.date | None
+    last_day: dt.date | None
+
+
+def filter_options(engine: Engine) -> FilterOptions:
+    """Languages and days the rollups hold, and the IDEs seen in the last 30 days."""
+    with engine.connect() as conn:
+        days = conn.execute(text("SELECT min(day), max(day) FROM metric_rollup_daily")).one()
+        languages = conn.execute(
+            text("SELECT DISTINCT language FROM metric_rollup_daily ORDER BY 1")
+        ).scalars()
+        ides = conn.execute(
+            text(
+                "SELECT DISTINCT ide FROM completion_served "
+                "WHERE client_ts > now() - interval '30 days' ORDER BY 1"
+            )
+        ).scalars()
+        return FilterOptions(tuple(languages), tuple(ides), days[0], days[1])
+
+
+def rollups_as_of(engine: Engine) -> dt.datetime | None:
+    """The last rollup refresh's watermark: newer events are not in the figures yet."""
+    with engine.connect() as conn:
+        value: dt.datetime | None = conn.execute(
+            text("SELECT watermark FROM rollup_state WHERE id = 1 AND watermark > '-infinity'")
+        ).scalar_one_or_none()
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class OverviewFrames:
+    """The overview's tables: the whole range (one row), per period, per language."""
+
+    total: pd.DataFrame
+    series: pd.DataFrame
+    by_language: pd.DataFrame
+
+
+def overview_frames(
+    engine: Engine,
+    *,
+    first: dt.date,
+    last: dt.date,
+    grain: Grain,
+    languages: tuple[str, ...] = (),
+    ides: tuple[str, ...] = (),
+) -> OverviewFrames:
+    """Product metrics of the range, per period and per language: one row each, one column
+    per figure."""
+    with engine.connect() as conn:
+        overview = product_overview(
+            conn, first=first, last=last, grain=grain, languages=languages, ides=ides
+        )
+
+    def frame(rows: list[ProductMetrics]) -> pd.DataFrame:
+        return pd.DataFrame([row.as_row() for row in rows], columns=_OVERVIEW_COLUMNS)
+
+    return OverviewFrames(
+        total=frame([overview.total] if overview.total else []),
+        series=frame(overview.series),
+        by_language=frame(overview.by_language),
+    )
+
+
+_OVERVIEW_COLUMNS = [
+    "period",
+    "language",
+    "active_users",
+    "suggestions_served",
+    "suggestions_shown",
+    "suggestions_accepted",
+    "acceptance_rate",
+    "pct_code_written",
+    "error_rate",
+    "latency_mean_ms",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "cpr_30",
+    "cpr_120",
+    "cpr_300",
+    "cpr_600",
+]
+
+
+# --- experiments ----------------------------------------------------------------------------------
+
+
+def stage_label(config: ExperimentConfig, coverage: float) -> str:
+    """``stage 2/4`` when the coverage is one of the rollout's stages, else ``-``."""
+    stages = [stage.coverage for stage in config.rollout.stages]
+    if coverage in stages:
+        return f"stage {stages.index(coverage) + 1}/{len(stages)}"
+    return "-"
+
+
+def experiments_frame(engine: Engine) -> pd.DataFrame:
+    """Every experiment with its status, coverage, stage and latest gate decision."""
+    with Session(engine) as session:
+        newest = (
+            select(func.max(GateDecisionRow.id))
+            .group_by(GateDecisionRow.experiment_key)
+            .scalar_subquery()
+        )
+        latest = {
+            row.experiment_key: row
+            for row in session.scalars(
+                select(GateDecisionRow).where(GateDecisionRow.id.in_(newest))
+            )
+        }
+        rows = []
+        for experiment in list_experiments(session):
+            config = config_of(experiment)
+            gate = latest.get(experiment.key)
+            rows.append(
+                {
+                    "experiment": experiment.key,
+                    "status": experiment.status,
+                    "coverage": experiment.coverage,
+                    "stage": stage_label(config, experiment.coverage),
+                    "arms": ", ".join(arm.name for arm in config.arms),
+                    "layer": experiment.layer,
+                    "latest_gate": gate.decision if gate else None,
+                    "gate_at": gate.at if gate else None,
+                    "started_at": experiment.started_at,
+                    "description": experiment.description,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentDetail:
+    """What the experiment page shows, as tables."""
+
+    key: str
+    status: str
+    coverage: float
+    stage: str
+    config: ExperimentConfig
+    report: AnalysisReport
+    results: pd.DataFrame  # overall lifts per metric and arm
+    by_language: pd.DataFrame  # per-language lifts with corrected p-values
+    guardrails: pd.DataFrame
+    gates: pd.DataFrame
+    timeline: pd.DataFrame  # coverage and status after every registry change
+
+
+def experiment_detail(engine: Engine, key: str) -> ExperimentDetail:
+    """The analysis by language, guardrails, gate decisions and ramp timeline of ``key``."""
+    with Session(engine) as session:
+        experiment = get_experiment(session, key)
+        config = config_of(experiment)
+        report = analyze_experiment(
+            session.connection(),
+            config,
+            status=experiment.status,
+            coverage=experiment.coverage,
+            by_language=True,
+        )
+        gates = [_gate_row(row) for row in gate_history(session, key=key)]
+        timeline = [
+            {
+                "at": row.at,
+                "action": row.action,
+                "coverage": (row.after or {}).get("coverage"),
+                "status": (row.after or {}).get("status"),
+                "actor": row.actor,
+                "reason": row.reason,
+            }
+            for row in reversed(audit_log(session, key=key, limit=500))
+        ]
+        status, coverage = experiment.status, experiment.coverage
+    results = [result.to_dict() for result in report.results]
+    frame = pd.DataFrame(results)
+    overall = frame[frame["language"].isna()].drop(columns=["language"]).reset_index(drop=True)
+    languages = frame[frame["language"].notna()].reset_index(drop=True)
+    for table in (overall, languages):
+        table.insert(1, "direction", [_direction(m) for m in table["metric"]])
+    guardrails = pd.DataFrame([g.to_dict() for g in report.guardrails])
+    return ExperimentDetail(
+        key=key,
+        status=status,
+        coverage=coverage,
+        stage=stage_label(config, coverage),
+        config=config,
+        report=report,
+        results=overall,
+        by_language=languages,
+        guardrails=guardrails,
+        gates=pd.DataFrame(gates, columns=_GATE_COLUMNS),
+        timeline=pd.DataFrame(
+            timeline, columns=["at", "action", "coverage", "status", "actor", "reason"]
+        ),
+    )
+
+
+def _direction(metric: str) -> str:
+    info = METRICS.get(metric)
+    return "higher is better" if info is None or info.higher_is_better else "lower is better"
+
+
+_GATE_COLUMNS = ["at", "decision", "coverage", "next_coverage", "applied", "actor", "reasons"]
+
+
+def _gate_row(row: GateDecisionRow) -> dict[str, Any]:
+    return {
+        "at": row.at,
+        "decision": row.decision,
+        "coverage": row.coverage,
+        "next_coverage": row.next_coverage,
+        "applied": row.applied,
+        "actor": row.actor,
+        "reasons": "; ".join(row.reasons),
+    }
+
+
+def history_frame(engine: Engine, key: str) -> pd.DataFrame:
+    """The primary metrics' sequential CI of every treatment arm, day by day."""
+    with Session(engine) as session:
+        config = config_of(get_experiment(session, key))
+        conn = session.connection()
+        bounds = conn.execute(
+            text("SELECT min(client_ts), max(client_ts) FROM exposure WHERE experiment = :k"),
+            {"k": key},
+        ).one()
+        if bounds[0] is None:
+            return pd.DataFrame(columns=_HISTORY_COLUMNS)
+        points = sequential_history(conn, config, days=look_days(bounds[0], bounds[1]))
+    return pd.DataFrame(
+        [
+            {
+                "as_of": point.as_of,
+                "metric": point.metric,
+                "arm": point.arm,
+                "users": point.users,
+                "lift_rel": point.comparison.lift_rel,
+                "seq_ci_rel_low": point.comparison.seq_ci_rel[0]
+                if point.comparison.seq_ci_rel
+                else None,
+                "seq_ci_rel_high": point.comparison.seq_ci_rel[1]
+                if point.comparison.seq_ci_rel
+                else None,
+                "seq_p_rel": point.comparison.seq_p_rel,
+            }
+            for point in points
+        ],
+        columns=_HISTORY_COLUMNS,
+    )
+
+
+_HISTORY_COLUMNS = [
+    "as_of",
+    "metric",
+    "arm",
+    "users",
+    "lift_rel",
+    "seq_ci_rel_low",
+    "seq_ci_rel_high",
+    "seq_p_rel",
+]
+
+
+def experiment_with_history(engine: Engine, key: str) -> tuple[ExperimentDetail, pd.DataFrame]:
+    """``experiment_detail`` and ``history_frame`` at once, on two connections: the page needs
+    both and each is a single-threaded statement, so a second core halves the wait."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        history = pool.submit(history_frame, engine, key)
+        return experiment_detail(engine, key), history.result()
+
+
+def next_stage(config: ExperimentConfig, coverage: float) -> float | None:
+    """The coverage of the first rollout stage above ``coverage``."""
+    for stage in config.rollout.stages:
+        if stage.coverage > coverage:
+            return stage.coverage
+    return None
+
+
+def ramp_experiment(engine: Engine, *, key: str, coverage: float, actor: str) -> None:
+    """Set the coverage through the registry (audited as ``actor``)."""
+    with Session(engine) as session:
+        ramp(session, key=key, coverage=coverage, actor=actor, reason="dashboard")
+        session.commit()
+
+
+def set_experiment_status(engine: Engine, *, key: str, status: Status, actor: str) -> None:
+    """Pause or resume through the registry (audited as ``actor``)."""
+    with Session(engine) as session:
+        set_status(session, key=key, status=status, actor=actor, reason="dashboard")
+        session.commit()
+
+
+# --- serving --------------------------------------------------------------------------------------
+
+
+def serving_frame(
+    engine: Engine, *, key: str, start: dt.datetime, end: dt.datetime, grain: ServingGrain
+) -> pd.DataFrame:
+    """Requests, errors and latency per arm of ``key`` per period."""
+    with engine.connect() as conn:
+        points = serving_by_arm(conn, experiment=key, start=start, end=end, grain=grain)
+    return pd.DataFrame(
+        [dataclasses.asdict(point) for point in points],
+        columns=[field.name for field in dataclasses.fields(ServingPoint)],
+    )
+
+
+# --- feedback -------------------------------------------------------------------------------------
+
+
+def theme_choices(engine: Engine) -> dict[str, str]:
+    """Active codebook themes: id -> name."""
+    with Session(engine) as session:
+        return {theme.id: theme.name for theme in list_themes(session)}
+
+
+def feedback_counts(
+    engine: Engine, *, experiment_key: str | None, start: dt.datetime, end: dt.datetime
+) -> dict[str, pd.DataFrame]:
+    """Comment, polarity and theme counts per arm (given an experiment), language and day, and
+    over everything (the sum of the languages: a comment has one language)."""
+    with Session(engine) as session:
+        counts = theme_counts(session, start=start, end=end, experiment_key=experiment_key)
+    frames: dict[str, pd.DataFrame] = {}
+    dimensions: tuple[Dimension, ...] = ("arm", "language", "day")
+    for dimension in dimensions:
+        rows = [
+            {
+                dimension: group.group,
+                "comments": group.comments,
+                "tagged": group.tagged,
+                "positive": group.positive,
+                "negative": group.negative,
+                "positive_share": group.positive_share,
+                **{f"theme:{theme}": n for theme, n in sorted(group.themes.items())},
+            }
+            for group in counts.by(dimension)
+        ]
+        frames[dimension] = pd.DataFrame(rows).fillna({"positive_share": float("nan")})
+    languages = counts.by("language")
+    themes: dict[str, int] = {}
+    for group in languages:
+        for theme, n in group.themes.items():
+            themes[theme] = themes.get(theme, 0) + n
+    tagged = sum(g.tagged for g in languages)
+    positive = sum(g.positive for g in languages)
+    frames["overall"] = pd.DataFrame(
+        [
+            {
+                "comments": sum(g.comments for g in languages),
+                "tagged": tagged,
+                "positive": positive,
+                "negative": sum(g.negative for g in languages),
+                "positive_share": positive / tagged if tagged else None,
+            }
+        ]
+    )
+    frames["themes"] = pd.DataFrame(
+        sorted(themes.items(), key=lambda item: -item[1]), columns=["theme", "comments"]
+    )
+    return frames
+
+
+COMMENT_COLUMNS = [
+    "feedback_id",
+    "client_ts",
+    "language",
+    "arm",
+    "rating",
+    "text",
+    "themes",
+    "polarity",
+    "polarity_confidence",
+    "tag_confidence",
+    "source",
+    "needs_review",
+]
+
+
+def comments_frame(
+    engine: Engine,
+    *,
+    text_query: str | None,
+    theme_ids: tuple[str, ...],
+    polarity: str | None,
+    language: str | None,
+    experiment_key: str | None,
+    limit: int = 200,
+) -> pd.DataFrame:
+    """Comments matching the filters, newest first, with their tags and confidences."""
+    with Session(engine) as session:
+        comments = search_comments(
+            session,
+            text=text_query or None,
+            theme_ids=theme_ids or None,
+            polarity=polarity,
+            language=language,
+            experiment_key=experiment_key,
+            limit=limit,
+        )
+    return pd.DataFrame(
+        [
+            {
+                "feedback_id": str(comment.feedback_id),
+                "client_ts": comment.client_ts,
+                "language": comment.language,
+                "arm": comment.arm,
+                "rating": comment.rating,
+                "text": comment.text,
+                "themes": [tag.theme_id for tag in comment.tags],
+                "polarity": comment.polarity,
+                "polarity_confidence": comment.polarity_confidence,
+                "tag_confidence": ", ".join(
+                    f"{tag.theme_id} {tag.confidence:.2f}" for tag in comment.tags
+                ),
+                "source": comment.source or "untagged",
+                "needs_review": comment.needs_review,
+            }
+            for comment in comments
+        ],
+        columns=COMMENT_COLUMNS,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TagCorrection:
+    """A person's tags for one comment."""
+
+    feedback_id: uuid.UUID
+    theme_ids: tuple[str, ...]
+    polarity: str
+
+
+def save_corrections(engine: Engine, corrections: list[TagCorrection], *, corrected_by: str) -> int:
+    """Write the corrections in one transaction (all or none); how many were written."""
+    with Session(engine) as session:
+        for correction in corrections:
+            correct_tags(
+                session,
+                feedback_id=correction.feedback_id,
+                theme_ids=list(correction.theme_ids),
+                polarity=correction.polarity,
+                corrected_by=corrected_by,
+            )
+        session.commit()
+    return len(corrections)

