@@ -11,6 +11,7 @@ import functools
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,9 @@ DIMENSIONS = 384
 # Comments are short; 128 word pieces keep long rants cheap without losing their gist.
 MAX_SEQ_LENGTH = 128
 BATCH_SIZE = 64
+# Texts whose vectors are kept: retraining re-reads the labelled set, the codebook's phrases
+# and the corrections every time, and short comments ("slow", "ok") recur. 384 floats each.
+CACHE_SIZE = 20_000
 
 
 class EmbedderIntegrityError(RuntimeError):
@@ -58,21 +62,30 @@ class Embedder:
     def __init__(self, model: SentenceTransformer, sha256: str) -> None:
         self._model = model
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, Vectors] = OrderedDict()
         self.sha256 = sha256
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """Unit-length embeddings, one row per text."""
-        if not texts:
-            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
         with self._lock:
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=BATCH_SIZE,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                vectors = self._model.encode(
+                    missing,
+                    batch_size=BATCH_SIZE,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                for text, vector in zip(missing, np.asarray(vectors, np.float32), strict=True):
+                    self._cache[text] = vector
+            for i, text in enumerate(texts):
+                out[i] = self._cache[text]
+                self._cache.move_to_end(text)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return out
 
 
 def load_embedder(directory: Path, *, expected_sha256: str = WEIGHTS_SHA256) -> Embedder:

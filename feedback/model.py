@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from feedback.embedder import Vectors
 from feedback.features import Matrix
@@ -129,6 +130,12 @@ def _fit(features: Matrix, target: Matrix, c: float) -> tuple[Matrix, float]:
 
 def train_model(theme_ids: Sequence[str], data: TrainingSet) -> TaggerModel:
     """Fit the theme and polarity classifiers on a training set."""
+    # These problems are tiny: BLAS threads only spin and wait (10x the CPU time, measured).
+    with threadpool_limits(1):
+        return _train(theme_ids, data)
+
+
+def _train(theme_ids: Sequence[str], data: TrainingSet) -> TaggerModel:
     features = np.hstack([data.vectors, data.similarities])
     vectorizer = _vectorizer().fit(data.texts)
     keywords = vectorizer.transform(data.texts)
