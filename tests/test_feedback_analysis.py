@@ -6,7 +6,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats  # type: ignore[import-untyped]
 from sqlalchemy.orm import Session
 
 from experiments.stats.results import ResultCode
