@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from feedback.codebook import add_theme, codebook_version, list_themes
 from feedback.dataset import Example, load_labelled, phrase_examples
+from feedback.discovery import accept_proposal, discover
 from feedback.embedder import EmbedderIntegrityError, load_embedder, model_dir
 from feedback.evaluation import codebook_only, cross_validated, fit, score
 from feedback.features import CommentInput
@@ -235,3 +236,38 @@ def test_learning_from_corrections_beats_the_codebook_alone_on_a_small_fixed_set
         cross_validated(
             codebook_tagger, small_labelled[:2], vectors[:2], phrases, phrase_vectors, folds=3
         )
+
+
+def test_discovery_proposes_themes_from_other_comments(
+    db_session: Session, codebook_tagger: Tagger
+) -> None:
+    texts = [
+        "The plugin costs too much for our team",
+        "Pricing is too high, we cannot afford the licence fee",
+        "Too expensive per seat",
+        "Installation failed behind the proxy",
+        "Could not install the extension, setup error",
+        "The installer crashed during setup",
+        "I like turtles",
+    ]
+    ids = {}
+    for text in texts:
+        ids[text] = add_comment(db_session, text, rating=3)
+        correct_tags(
+            db_session,
+            feedback_id=ids[text],
+            theme_ids=["other"],
+            polarity="negative",
+            corrected_by="ana",
+        )
+    proposals = discover(db_session, min_size=3, embedder=codebook_tagger.embedder)
+    assert sorted(sorted(p.feedback_ids) for p in proposals) == sorted(
+        [sorted(ids[t] for t in texts[:3]), sorted(ids[t] for t in texts[3:6])]
+    )
+    install = next(p for p in proposals if ids[texts[3]] in p.feedback_ids)
+    assert {"installation", "installer", "install", "setup"} & set(install.key_terms)
+    theme = accept_proposal(
+        db_session, install, actor="ana", theme_id="installation", name="Installation"
+    )
+    assert set(theme.examples) <= set(texts[3:6]) and len(theme.examples) == 3
+    assert "installation" in {t.id for t in list_themes(db_session)}
