@@ -14,8 +14,6 @@ import uuid
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -54,6 +52,8 @@ class ThemeProposal:
 
 
 def _key_terms(texts: Sequence[str], members: np.ndarray) -> list[str]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[a-zA-Z]{3,}\b")
     try:
         weights = vectorizer.fit_transform(texts)
@@ -78,6 +78,9 @@ def propose_themes(
     """Clusters of at least ``min_size`` comments, largest first."""
     if len(texts) < max(min_size, 2):
         return []
+    # Imported here so that ``codelift`` starts without scikit-learn.
+    from sklearn.cluster import AgglomerativeClustering
+
     labels = AgglomerativeClustering(
         n_clusters=None,
         metric="cosine",

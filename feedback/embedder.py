@@ -30,10 +30,26 @@ WEIGHTS_FILE = "model.safetensors"
 DIMENSIONS = 384
 # Comments are short; 128 word pieces keep long rants cheap without losing their gist.
 MAX_SEQ_LENGTH = 128
-BATCH_SIZE = 64
+# Sorted by length, comments of a batch of 256 pad little; measured on 1,000 comments with two
+# threads: 11 CPU-seconds against 16 at 64.
+BATCH_SIZE = 256
 # Texts whose vectors are kept: retraining re-reads the labelled set, the codebook's phrases
 # and the corrections every time, and short comments ("slow", "ok") recur. 384 floats each.
 CACHE_SIZE = 20_000
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes in bfloat16 natively (AVX-512 BF16 or AMX).
+
+    There, bfloat16 autocast cuts the embedding's CPU time by a third (8 against 11 s for
+    1,000 comments) and the vectors keep a cosine of 0.9999 to the float32 ones; elsewhere it
+    would be emulated, and slower.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class EmbedderIntegrityError(RuntimeError):
@@ -59,11 +75,17 @@ def file_sha256(path: Path) -> str:
 class Embedder:
     """Normalised sentence embeddings; encoding is serialised (the model is not thread-safe)."""
 
-    def __init__(self, model: SentenceTransformer, sha256: str) -> None:
+    def __init__(self, model: SentenceTransformer, sha256: str, *, bf16: bool = False) -> None:
         self._model = model
+        self._bf16 = bf16
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
         self.sha256 = sha256
+
+    def clear_cache(self) -> None:
+        """Forget the cached vectors (benchmarks time the model, not the cache)."""
+        with self._lock:
+            self._cache.clear()
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """Unit-length embeddings, one row per text."""
@@ -71,13 +93,16 @@ class Embedder:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             if missing:
-                vectors = self._model.encode(
-                    missing,
-                    batch_size=BATCH_SIZE,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
+                import torch
+
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+                    vectors = self._model.encode(
+                        missing,
+                        batch_size=BATCH_SIZE,
+                        normalize_embeddings=True,
+                        convert_to_numpy=True,
+                        show_progress_bar=False,
+                    )
                 for text, vector in zip(missing, np.asarray(vectors, np.float32), strict=True):
                     self._cache[text] = vector
             for i, text in enumerate(texts):
@@ -101,7 +126,7 @@ def load_embedder(directory: Path, *, expected_sha256: str = WEIGHTS_SHA256) -> 
 
     model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
     model.max_seq_length = MAX_SEQ_LENGTH
-    return Embedder(model, actual)
+    return Embedder(model, actual, bf16=native_bf16())
 
 
 @functools.cache

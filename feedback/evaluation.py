@@ -11,7 +11,6 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import KFold
 
 from feedback.dataset import Example, phrase_examples
 from feedback.embedder import Vectors
@@ -135,6 +134,8 @@ def cross_validated(
     """k-fold figures of the learned tagger (``tagger`` gives the codebook; its model is unused)."""
     if len(examples) < max(folds, 2):
         raise ValueError(f"cross-validation needs at least {max(folds, 2)} examples")
+    from sklearn.model_selection import KFold
+
     predicted: list[Tagging | None] = [None] * len(examples)
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(vectors):
