@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run check test bench bench-assignment bench-analysis bench-gateway clean
+.PHONY: install run check test bench bench-assignment bench-analysis bench-gateway bench-feedback clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench-analysis: install
 
 bench-gateway: install
 	$(BIN)/python bench/gateway.py
+
+bench-feedback: install
+	$(BIN)/python -m bench.feedback_tagging
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
