@@ -123,7 +123,10 @@ def load_embedder(directory: Path, *, expected_sha256: str = WEIGHTS_SHA256) -> 
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    # A progress bar per load would land in every CLI command's and worker's output.
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
     model.max_seq_length = MAX_SEQ_LENGTH
     return Embedder(model, actual, bf16=native_bf16())
