@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: install run check test bench bench-assignment bench-analysis bench-gateway bench-dashboard \
-	dashboard clean
+	bench-feedback dashboard clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-dashboard: install
 
 dashboard: install
 	$(BIN)/codelift dashboard
+
+bench-feedback: install
+	$(BIN)/python -m bench.feedback_tagging
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

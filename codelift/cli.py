@@ -23,6 +23,7 @@ from experiments.analysis_cli import analyze as analyze_command
 from experiments.analysis_cli import gate as gate_command
 from experiments.cli import app as experiments_app
 from experiments.rollups import refresh_rollups
+from feedback.cli import app as feedback_app
 
 app = typer.Typer(
     no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants."
@@ -32,6 +33,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys for the collector an
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(feedback_app, name="feedback")
 app.command("analyze")(analyze_command)
 app.command("gate")(gate_command)
 app.command("backtest")(backtest_command)

@@ -11,9 +11,8 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import KFold
 
-from feedback.dataset import Example
+from feedback.dataset import Example, phrase_examples
 from feedback.embedder import Vectors
 from feedback.features import rating_features
 from feedback.model import TaggerModel, TrainingSet, train_model
@@ -135,6 +134,8 @@ def cross_validated(
     """k-fold figures of the learned tagger (``tagger`` gives the codebook; its model is unused)."""
     if len(examples) < max(folds, 2):
         raise ValueError(f"cross-validation needs at least {max(folds, 2)} examples")
+    from sklearn.model_selection import KFold
+
     predicted: list[Tagging | None] = [None] * len(examples)
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(vectors):
@@ -154,3 +155,38 @@ def codebook_only(
     untrained = tagger.with_model(None)
     predicted = untrained.tag_embedded([e.comment for e in examples], vectors)
     return score("codebook only", tagger.theme_ids, examples, predicted)
+
+
+def evaluate_labelled(
+    tagger: Tagger, examples: Sequence[Example], *, folds: int = DEFAULT_FOLDS
+) -> tuple[EvaluationReport, EvaluationReport]:
+    """Codebook-only and cross-validated learned figures on a labelled set."""
+    vectors = tagger.embed([e.comment for e in examples])
+    phrases = phrase_examples(tagger.themes)
+    phrase_vectors = tagger.embed([e.comment for e in phrases])
+    return (
+        codebook_only(tagger, examples, vectors),
+        cross_validated(tagger, examples, vectors, phrases, phrase_vectors, folds=folds),
+    )
+
+
+def render(reports: Sequence[EvaluationReport]) -> str:
+    """The reports side by side: per-theme P/R/F1, then the headline figures."""
+    theme_ids = [m.theme_id for m in reports[0].per_theme]
+    width = max(len(t) for t in theme_ids) + 2
+    header = f"{'theme':<{width}}{'n':>4}" + "".join(f"  {r.mode[:14]:>14} P/R/F1" for r in reports)
+    lines = [header]
+    for i, theme_id in enumerate(theme_ids):
+        cells = "".join(
+            f"  {m.precision:5.2f}/{m.recall:4.2f}/{m.f1:4.2f}"
+            for m in (r.per_theme[i] for r in reports)
+        )
+        lines.append(f"{theme_id:<{width}}{reports[0].per_theme[i].support:>4}{cells}")
+    lines.append("")
+    for r in reports:
+        folds = f", {r.folds}-fold cross-validated" if r.folds else ""
+        lines.append(
+            f"{r.mode} ({r.comments} comments{folds}): top-1 accuracy {r.top1_accuracy:.3f}, "
+            f"polarity accuracy {r.polarity_accuracy:.3f}, macro-F1 {r.macro_f1:.3f}"
+        )
+    return "\n".join(lines)

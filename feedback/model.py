@@ -12,11 +12,9 @@ import dataclasses
 import io
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
 from feedback.embedder import Vectors
 from feedback.features import Matrix
@@ -29,7 +27,10 @@ MAX_ITER = 2000
 _TFIDF = {"ngram_range": (1, 2), "sublinear_tf": True, "token_pattern": r"(?u)\b\w+\b"}
 
 
-def _vectorizer(vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
+def _vectorizer(vocabulary: dict[str, int] | None = None) -> Any:
+    # scikit-learn is imported when first needed: ``codelift`` starts without paying for it.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     return TfidfVectorizer(vocabulary=vocabulary, **_TFIDF)
 
 
@@ -121,6 +122,9 @@ def _fit(features: Matrix, target: Matrix, c: float) -> tuple[Matrix, float]:
     if target.min() == target.max():
         # No positive (or no negative) example: predict that class with high confidence.
         return np.zeros(features.shape[1]), (6.0 if target[0] else -6.0)
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = LogisticRegression(C=c, max_iter=MAX_ITER).fit(features, target)
@@ -129,6 +133,14 @@ def _fit(features: Matrix, target: Matrix, c: float) -> tuple[Matrix, float]:
 
 def train_model(theme_ids: Sequence[str], data: TrainingSet) -> TaggerModel:
     """Fit the theme and polarity classifiers on a training set."""
+    from threadpoolctl import threadpool_limits
+
+    # These problems are tiny: BLAS threads only spin and wait (10x the CPU time, measured).
+    with threadpool_limits(1):
+        return _train(theme_ids, data)
+
+
+def _train(theme_ids: Sequence[str], data: TrainingSet) -> TaggerModel:
     features = np.hstack([data.vectors, data.similarities])
     vectorizer = _vectorizer().fit(data.texts)
     keywords = vectorizer.transform(data.texts)

@@ -53,7 +53,7 @@ def _first_exposures(experiment_key: str) -> Subquery:
     )
 
 
-def _with_arm(stmt: AnySelect, experiment_key: str) -> tuple[AnySelect, Subquery]:
+def with_arm(stmt: AnySelect, experiment_key: str) -> tuple[AnySelect, Subquery]:
     """Keep comments written after the user's first exposure to the experiment."""
     exposure = _first_exposures(experiment_key)
     joined = stmt.join(
@@ -66,7 +66,10 @@ def _with_arm(stmt: AnySelect, experiment_key: str) -> tuple[AnySelect, Subquery
     return joined, exposure
 
 
-def _window(start: dt.datetime | None, end: dt.datetime | None) -> list[ColumnElement[bool]]:
+def comment_conditions(
+    start: dt.datetime | None, end: dt.datetime | None
+) -> list[ColumnElement[bool]]:
+    """Comments (feedback with a text) written in [start, end); naive datetimes are refused."""
     for name, moment in (("start", start), ("end", end)):
         if moment is not None and moment.tzinfo is None:
             raise FeedbackInputError(name, "must be timezone-aware")
@@ -123,9 +126,9 @@ def search_comments(
         TaggingRow.source,
         TaggingRow.needs_review,
     ).outerjoin(TaggingRow, TaggingRow.event_id == FeedbackRow.event_id)
-    conditions = _window(start, end)
+    conditions = comment_conditions(start, end)
     if experiment_key is not None:
-        stmt, exposure = _with_arm(stmt, experiment_key)
+        stmt, exposure = with_arm(stmt, experiment_key)
         stmt = stmt.add_columns(exposure.c.arm)
         if arm is not None:
             conditions.append(exposure.c.arm == arm)
@@ -196,7 +199,8 @@ def _tags_of(session: Session, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID
     return found
 
 
-def _group_column(dimension: Dimension, exposure: Subquery | None) -> ColumnElement[str]:
+def group_column(dimension: Dimension, exposure: Subquery | None) -> ColumnElement[str]:
+    """The column a dimension groups comments by (the arm needs the exposure subquery)."""
     if dimension == "arm":
         assert exposure is not None
         arm: ColumnElement[str] = exposure.c.arm
@@ -219,7 +223,7 @@ def theme_counts(
 
     With ``experiment_key`` only comments written after the user's first exposure count.
     """
-    conditions = _window(start, end)
+    conditions = comment_conditions(start, end)
     if language is not None:
         conditions.append(FeedbackRow.language == language)
     dimensions: list[Dimension] = ["language", "day"]
@@ -240,8 +244,8 @@ def _counts_by(
     def scoped(stmt: AnySelect) -> tuple[AnySelect, ColumnElement[str]]:
         exposure = None
         if experiment_key is not None:
-            stmt, exposure = _with_arm(stmt, experiment_key)
-        group = _group_column(dimension, exposure)
+            stmt, exposure = with_arm(stmt, experiment_key)
+        group = group_column(dimension, exposure)
         return stmt.add_columns(group.label("grp")).where(*conditions).group_by(group), group
 
     totals, group = scoped(

@@ -135,13 +135,17 @@ def needs_retraining(session: Session, row: TaggerRow | None, retrain_after: int
 
 
 def current_tagger(
-    session: Session, *, retrain_after: int = DEFAULT_RETRAIN_AFTER
+    session: Session,
+    *,
+    retrain_after: int = DEFAULT_RETRAIN_AFTER,
+    labelled: Sequence[Example] | None = None,
+    folds: int = RETRAIN_FOLDS,
 ) -> tuple[Tagger, TaggerRow, bool]:
     """The tagger to tag with, trained first when needed; also says whether it retrained."""
     row = latest_tagger(session)
     retrained = needs_retraining(session, row, retrain_after)
     if retrained:
-        row = retrain(session)
+        row = retrain(session, labelled=labelled, folds=folds)
         session.commit()
     assert row is not None
     tagger = Tagger(list_themes(session), TaggerModel.from_bytes(row.weights))
@@ -228,13 +232,18 @@ def tag_pending(
     retrain_after: int = DEFAULT_RETRAIN_AFTER,
     batch_size: int = BATCH_SIZE,
     tagger: Tagger | None = None,
+    labelled: Sequence[Example] | None = None,
+    folds: int = RETRAIN_FOLDS,
 ) -> TagRunResult:
     """Tag every pending comment, retraining first when needed; commits after each batch.
 
-    A ``tagger`` given must carry the latest tagger version's model (tests reuse one).
+    A ``tagger`` given must carry the latest tagger version's model (tests reuse one);
+    ``labelled`` and ``folds`` are passed to ``retrain``.
     """
     if tagger is None:
-        tagger, row, retrained = current_tagger(session, retrain_after=retrain_after)
+        tagger, row, retrained = current_tagger(
+            session, retrain_after=retrain_after, labelled=labelled, folds=folds
+        )
     else:
         found = latest_tagger(session)
         if found is None:
