@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run check test bench bench-assignment bench-analysis bench-gateway clean
+.PHONY: install run check test bench bench-assignment bench-analysis bench-gateway bench-lora clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench-analysis: install
 
 bench-gateway: install
 	$(BIN)/python bench/gateway.py
+
+bench-lora: install
+	$(BIN)/python -m bench.lora
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

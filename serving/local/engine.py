@@ -87,9 +87,12 @@ class _Job:
         loop: asyncio.AbstractEventLoop,
         tok: tokenizer.Tokenizer,
         adapter_index: int,
+        healed: bytes = b"",
     ) -> None:
         self.request = request
         self.adapter_index = adapter_index
+        # Bytes of the prompt's last token, removed by token healing: the completion owes them.
+        self.healed = healed
         self.ids = ids
         self.streaming = streaming
         self.loop = loop
@@ -136,6 +139,7 @@ class LocalEngine:
         self.tok = tok
         self.adapters = AdapterBank(model, adapters or {})
         self.lora_mode = lora_mode
+        self._healing_masks: dict[bytes, torch.Tensor] = {}
         self.model_name = model_name
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -276,21 +280,24 @@ class LocalEngine:
         if request.temperature < 0 or not 0 < request.top_p <= 1:
             raise BackendError("temperature must be >= 0 and top_p in (0, 1]")
 
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        ids = self.tok.encode(request.prompt) or [tokenizer.EOT_ID]
+    def _prompt_ids(self, request: GenerationRequest) -> tuple[list[int], bytes]:
+        ids, healed = self.tok.heal(self.tok.encode(request.prompt))
+        ids = ids or [tokenizer.EOT_ID]
         # Room for the completion: at most half the context is reserved for it.
         budget = self.context_length - min(request.max_tokens, self.context_length // 2)
         if len(ids) > budget:
             # Cut the oldest context, keeping a leading <fim_prefix> so the template stays valid.
             keep_head = ids[:1] if ids[0] == tokenizer.FIM_PREFIX_ID else []
             ids = keep_head + ids[len(ids) - (budget - len(keep_head)) :]
-        return ids
+        return ids, healed
 
     def _submit(self, request: GenerationRequest, *, streaming: bool) -> _Job:
         self._validate(request)
+        ids, healed = self._prompt_ids(request)
         job = _Job(
             request,
-            self._prompt_ids(request),
+            ids,
+            healed=healed,
             streaming=streaming,
             loop=asyncio.get_running_loop(),
             tok=self.tok,
@@ -383,6 +390,15 @@ class LocalEngine:
                 job.logits = row
                 job.position += 1
 
+    def _healing_mask(self, healed: bytes) -> torch.Tensor:
+        """0 for the tokens ``Tokenizer.candidates`` allows while ``healed`` is owed, else -inf."""
+        mask = self._healing_masks.get(healed)
+        if mask is None:
+            mask = torch.full((self.model.config.vocab_size,), float("-inf"))
+            mask[self.tok.candidates(healed)] = 0.0
+            self._healing_masks[healed] = mask
+        return mask
+
     def _single(self, index: int) -> Deltas | None:
         """The adapter of one sequence (prefill), None for the base model."""
         return self.adapters.adapters[self.adapters.names[index - 1]] if index else None
@@ -402,7 +418,10 @@ class LocalEngine:
         """Sample ``job``'s next token and emit text; False once the job has finished."""
         assert job.logits is not None
         request = job.request
-        token = _sample(job.logits, request.temperature, request.top_p, job.generator)
+        logits = job.logits
+        if job.healed:
+            logits = logits + self._healing_mask(job.healed)
+        token = _sample(logits, request.temperature, request.top_p, job.generator)
         job.token = token
         job.completion_tokens += 1
         finish: FinishReason | None = None
@@ -410,7 +429,10 @@ class LocalEngine:
             finish = "stop"
             job.text += job.decoder.flush()
         else:
-            job.text += job.decoder.push(token)
+            data = self.tok.token_bytes(token)
+            owed = min(len(job.healed), len(data))
+            job.healed = job.healed[owed:]
+            job.text += job.decoder.push_bytes(data[owed:])
             if (
                 job.completion_tokens >= request.max_tokens
                 or job.position + 1 >= self.context_length

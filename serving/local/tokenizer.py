@@ -112,6 +112,32 @@ class Tokenizer:
         decoder = StreamDecoder(self)
         return "".join(decoder.push(i) for i in ids) + decoder.flush()
 
+    def heal(self, ids: list[int]) -> tuple[list[int], bytes]:
+        """Token healing: the prompt without the last token of the text before the cursor.
+
+        A prompt cut at the cursor often ends inside what the tokenizer would make one token
+        (``return `` ends in a lone space that training joined to the next word as `` a``), a
+        boundary the model rarely saw. The last token before ``<fim_suffix>`` (or at the end of
+        a plain prompt) is removed and returned as bytes that the completion must start with
+        (``candidates``); the caller drops them from the text. A newline, always a token
+        boundary, and a sentinel are left alone, as is everything for the byte tokenizer.
+        """
+        if not self.merges:
+            return ids, b""
+        at = ids.index(FIM_SUFFIX_ID) - 1 if FIM_SUFFIX_ID in ids else len(ids) - 1
+        if at < 0 or is_special(ids[at]) or self.token_bytes(ids[at]) == b"\n":
+            return ids, b""
+        return ids[:at] + ids[at + 1 :], self.token_bytes(ids[at])
+
+    def candidates(self, healed: bytes) -> list[int]:
+        """Tokens that may come next while ``healed`` is still owed: those starting with it, and
+        those it starts with (the rest is then owed)."""
+        return [
+            i
+            for i, b in enumerate(self._bytes)
+            if b and (b.startswith(healed) or healed.startswith(b))
+        ]
+
     def to_json(self) -> str:
         """The merges as JSON (what ``TOKENIZER_FILE`` holds)."""
         return json.dumps({"kind": "byte-bpe", "merges": self.merges})
@@ -148,6 +174,10 @@ class StreamDecoder:
         self._utf8.reset()
         index = token_id - BYTE_VOCAB
         return pending + (SPECIAL_TOKENS[index] if index < len(SPECIAL_TOKENS) else "")
+
+    def push_bytes(self, data: bytes) -> str:
+        """Text completed by raw ``data`` (what is left of a token after token healing)."""
+        return self._utf8.decode(data)
 
     def flush(self) -> str:
         """Whatever is pending at the end of the stream (an incomplete character → U+FFFD)."""
