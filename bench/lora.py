@@ -71,7 +71,7 @@ async def _measure(mode: LoraMode, extra: Path, runs: int, threads: int) -> dict
         }
         throughput = {
             name: dataclasses.asdict(
-                await measure_throughput(engine, concurrency=8, requests=32, adapters=adapters)
+                await measure_throughput(engine, concurrency=8, requests=96, adapters=adapters)
             )
             for name, adapters in (
                 ("all_base", (None,)),
