@@ -22,10 +22,9 @@ from serving.local.lora import (
     ADAPTER_WEIGHTS,
     AdapterBank,
     AdapterMismatch,
-    GatheredDeltas,
-    GroupedDeltas,
     LoraAdapter,
     LoraConfig,
+    RowDeltas,
     base_hash,
     load_adapter,
 )
@@ -132,8 +131,8 @@ def test_gathered_and_grouped_deltas_agree(base_dir: Path, adapters_dir: Path) -
     x = torch.randn(4, 3, TINY.d_model)
     for layer in range(TINY.n_layers):
         for target in ("qkv", "proj"):
-            gathered = GatheredDeltas(bank, rows).delta(layer, target, x)
-            grouped = GroupedDeltas(bank, rows).delta(layer, target, x)
+            gathered = RowDeltas(bank, rows).delta(layer, target, x)
+            grouped = RowDeltas(bank, rows, grouped=True).delta(layer, target, x)
             assert gathered is not None and grouped is not None
             assert torch.allclose(gathered, grouped, atol=1e-5)
             assert float(gathered[0].abs().max()) == 0.0  # row 0: the base model

@@ -35,9 +35,8 @@ from serving.local.lora import (
     AdapterBank,
     AdapterMismatch,
     Deltas,
-    GatheredDeltas,
-    GroupedDeltas,
     LoraAdapter,
+    RowDeltas,
     base_hash,
     find_adapters,
     load_adapter,
@@ -409,10 +408,7 @@ class LocalEngine:
             return None
         if len(set(indices)) == 1:
             return self._single(indices[0])
-        rows = torch.tensor(indices)
-        if self.lora_mode == "grouped":
-            return GroupedDeltas(self.adapters, rows)
-        return GatheredDeltas(self.adapters, rows)
+        return RowDeltas(self.adapters, torch.tensor(indices), grouped=self.lora_mode == "grouped")
 
     def _advance(self, job: _Job) -> bool:
         """Sample ``job``'s next token and emit text; False once the job has finished."""

@@ -9,9 +9,9 @@ on, and refuse to load on any other base.
 Serving follows vLLM's multi-LoRA design: one base model in memory, the adapters stacked in an
 ``AdapterBank`` (row 0 is "no adapter", all zeros), and every row of a batch carries the index of
 its adapter, so requests for different adapters (and for none) share one batch. Two ways of
-applying the per-row deltas are implemented: gathering each row's A and B and using batched
-matrix products (``GatheredDeltas``), or one product per distinct adapter over its rows
-(``GroupedDeltas``); bench/lora.py measures both.
+applying the per-row deltas are implemented (``RowDeltas``): gathering each row's A and B and
+using batched matrix products, or one product per distinct adapter over its rows; bench/lora.py
+measures both.
 """
 
 from __future__ import annotations
@@ -216,31 +216,25 @@ class AdapterBank:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class GatheredDeltas:
-    """Per-row deltas by gathering each row's A and B and two batched matrix products."""
+class RowDeltas:
+    """Per-row deltas of a mixed batch, by one of two methods.
+
+    ``grouped=False``: gather each row's A and B from the stacks and use two batched matrix
+    products (rows of the base model gather zeros). ``grouped=True``: one product per distinct
+    adapter over the rows that use it.
+    """
 
     bank: AdapterBank
     rows: torch.Tensor  # [B] adapter index of each row (0: none)
+    grouped: bool = False
 
     def delta(self, layer: int, target: str, x: torch.Tensor) -> torch.Tensor | None:
         if (stacks := self.bank.stacks(layer, target)) is None:
             return None
         a, b = stacks
-        low = torch.bmm(x, a[self.rows].transpose(1, 2))
-        return torch.bmm(low, b[self.rows].transpose(1, 2))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GroupedDeltas:
-    """Per-row deltas by one product per distinct adapter over the rows that use it."""
-
-    bank: AdapterBank
-    rows: torch.Tensor  # [B] adapter index of each row (0: none)
-
-    def delta(self, layer: int, target: str, x: torch.Tensor) -> torch.Tensor | None:
-        if (stacks := self.bank.stacks(layer, target)) is None:
-            return None
-        a, b = stacks
+        if not self.grouped:
+            low = torch.bmm(x, a[self.rows].transpose(1, 2))
+            return torch.bmm(low, b[self.rows].transpose(1, 2))
         out = torch.zeros(*x.shape[:-1], b.shape[1], dtype=x.dtype)
         for index in torch.unique(self.rows).tolist():
             if index == 0:
