@@ -399,12 +399,15 @@ def main(argv: list[str] | None = None) -> None:
 
     previous: list[dict[str, Any]] = []
     tokenizer_record: dict[str, Any]
+    learn_s = 0.0  # learning the tokenizer is part of the training budget
     if args.init_from:
         model, _ = load_checkpoint(args.init_from)
         tok = Tokenizer.for_checkpoint(args.init_from)
         model_cfg = model.config
         earlier = json.loads((args.init_from / "training.json").read_text())
-        tokenizer_record = earlier["tokenizer"]
+        # Checkpoints from before the byte-pair tokenizer describe it in a sentence.
+        described = earlier["tokenizer"]
+        tokenizer_record = described if isinstance(described, dict) else {"kind": "bytes"}
         previous = [
             *earlier.get("previous_phases", []),
             earlier["training"]
@@ -416,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         t0 = time.monotonic()
         tok = Tokenizer(learn_merges(_merge_sample(train_files, cfg), cfg.merges))
+        learn_s = time.monotonic() - t0
         tokenizer_record = {
             "kind": "byte-bpe" if cfg.merges else "bytes",
             "description": "bytes 0-255, <fim_prefix> <fim_suffix> <fim_middle> <file_sep> "
@@ -425,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
             "merges": len(tok.merges),
             "vocab_size": tok.vocab_size,
             "sample_bytes": cfg.merge_sample_bytes if cfg.merges else 0,
-            "learn_seconds": time.monotonic() - t0,
+            "learn_seconds": learn_s,
         }
         model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
         model = FimTransformer(model_cfg)
@@ -440,10 +444,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %d parameters", n_params)
-    # Learning the tokenizer is part of the training budget.
-    budget_s = cfg.minutes * 60.0 - tokenizer_record.get("learn_seconds", 0.0)
+    budget_s = cfg.minutes * 60.0 - learn_s
     run = train(model, sampler, cfg, out=args.out, val_sampler=val_sampler, budget_s=budget_s)
-    run["wall_minutes"] += tokenizer_record.get("learn_seconds", 0.0) / 60.0
+    run["wall_minutes"] += learn_s / 60.0
     path = save_checkpoint(model, args.out, name=MODEL_NAME, tok=tok)
 
     t1 = time.monotonic()
