@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: install run check test bench bench-assignment bench-analysis bench-gateway bench-dashboard \
-	bench-feedback dashboard clean
+	bench-feedback bench-lora dashboard clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ dashboard: install
 
 bench-feedback: install
 	$(BIN)/python -m bench.feedback_tagging
+
+bench-lora: install
+	$(BIN)/python -m bench.lora
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -14,7 +14,9 @@ from typing import Any
 import openai
 import pytest
 import torch
+from sqlalchemy import Engine
 
+from experiments.assignment import AssignmentService
 from experiments.variants import Decoding, Variant
 from serving.gateway.config import GatewaySettings
 from serving.gateway.main import create_app
@@ -23,6 +25,7 @@ from serving.local.engine import DEFAULT_CHECKPOINT, LocalEngine
 from serving.local.model import WEIGHTS_FILE, FimTransformer, ModelConfig, save_checkpoint
 from tests.apikeys import Key
 from tests.database import PgConnection
+from tests.experiment_factories import CommittedRegistry, arm, definition
 
 TINY = ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, context=256)
 PREFIX = "def fibonacci(n):\n    if n < 2:\n        return n\n    return "
@@ -42,16 +45,18 @@ def local_engine(tmp_path_factory: pytest.TempPathFactory) -> LocalEngine:
     return LocalEngine.load(_checkpoint(tmp_path_factory.mktemp("gateway-engine")), threads=1)
 
 
-@pytest.fixture(scope="module")
-def gateway_url(
-    local_engine: LocalEngine, database_url: str, collector_url: str, ingest_key: Key
-) -> Iterator[str]:
-    variant = Variant(
-        model=local_engine.model_name,
+def _variant(engine: LocalEngine) -> Variant:
+    return Variant(
+        model=engine.model_name,
         decoding=Decoding(temperature=0.0, max_tokens=24),
-        context_tokens=min(1024, local_engine.context_length // 2),
+        context_tokens=min(1024, engine.context_length // 2),
     )
-    settings = GatewaySettings.model_validate(
+
+
+def _settings(
+    variant: Variant, database_url: str, collector_url: str, ingest_key: Key
+) -> GatewaySettings:
+    return GatewaySettings.model_validate(
         {
             "database_url": database_url,
             "environment": "test",
@@ -62,6 +67,13 @@ def gateway_url(
             "event_batch_size": 20,
         }
     )
+
+
+@pytest.fixture(scope="module")
+def gateway_url(
+    local_engine: LocalEngine, database_url: str, collector_url: str, ingest_key: Key
+) -> Iterator[str]:
+    settings = _settings(_variant(local_engine), database_url, collector_url, ingest_key)
     app = create_app(settings, {"local": local_engine}, close_backends=True)
     with running(app) as url:
         yield url
@@ -122,3 +134,47 @@ def test_models_and_unknown_model(client: openai.OpenAI, local_engine: LocalEngi
     assert [m.id for m in client.models.list()] == [local_engine.model_name]
     with pytest.raises(openai.NotFoundError):
         _complete(client, model="not-served")
+
+
+def test_python_lora_arm_is_served_with_its_adapter(
+    engine: Engine,
+    registry: CommittedRegistry,
+    database_url: str,
+    collector_url: str,
+    ingest_key: Key,
+    serve_only_key: Key,
+    clean_events: None,
+) -> None:
+    # The arms of examples/experiments/lora-python.yaml, at full coverage.
+    registry.apply(
+        definition(
+            "local-lora-python",
+            targeting={"languages": {"include": ["python"]}},
+            arms=[arm("control", 0.5), arm("lora", 0.5, adapter="python-lora")],
+        )
+    )
+    lora_engine = LocalEngine.load(DEFAULT_CHECKPOINT, threads=1)
+    base = lora_engine.model_name
+    service = AssignmentService(engine, _variant(lora_engine), refresh_interval_s=0.05)
+    service.start()
+    settings = _settings(_variant(lora_engine), database_url, collector_url, ingest_key)
+    try:
+        with (
+            running(
+                create_app(settings, {"local": lora_engine}, service, close_backends=True)
+            ) as url,
+            openai.OpenAI(
+                base_url=f"{url}/v1", api_key=serve_only_key.secret, max_retries=0, timeout=60
+            ) as client,
+        ):
+            assert {m.id for m in client.models.list()} == {base, "python-lora"}
+            served: dict[str, str] = {}
+            for i in range(12):
+                response = _complete(client, user=f"lora-user-{i}")
+                assert response.model_extra is not None
+                arm_name = response.model_extra["codelift"]["arms"]["local-lora-python"]
+                assert response.model == ("python-lora" if arm_name == "lora" else base)
+                served[arm_name] = response.choices[0].text
+            assert set(served) == {"control", "lora"}
+    finally:
+        service.stop()

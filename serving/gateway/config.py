@@ -32,6 +32,9 @@ class LocalBackendConfig(BaseModel):
     enabled: bool = True
     # A checkpoint directory or file; unset means the one shipped in serving/local/checkpoints.
     checkpoint: str | None = None
+    # LoRA adapter directories (or directories of them) served besides those found under
+    # serving/local/checkpoints/adapters; one trained on another base stops the start.
+    adapters: list[str] = Field(default_factory=list)
 
 
 class GatewaySettings(DatabaseSettings):

@@ -22,7 +22,10 @@ def make_backends(settings: GatewaySettings) -> dict[str, Backend]:
         from serving.local.engine import DEFAULT_CHECKPOINT, LocalEngine
 
         checkpoint = Path(settings.local.checkpoint) if settings.local.checkpoint else None
-        backends["local"] = LocalEngine.load(checkpoint or DEFAULT_CHECKPOINT)
+        backends["local"] = LocalEngine.load(
+            checkpoint or DEFAULT_CHECKPOINT,
+            adapter_paths=[Path(p) for p in settings.local.adapters],
+        )
     if settings.vllm:
         from serving.vllm_backend import VllmBackend, VllmRouter
 

@@ -23,6 +23,8 @@ from serving.local.tokenizer import (
     FIM_MIDDLE_ID,
     FIM_PREFIX_ID,
     FIM_SUFFIX_ID,
+    PAD_ID,
+    Tokenizer,
 )
 
 HELD_OUT_MODULUS = 50  # 2% of files
@@ -117,27 +119,37 @@ def collect(languages: list[Language]) -> Iterator[SourceFile]:
             yield SourceFile(path, language.name, data, is_held_out(data))
 
 
-def token_stream(files: list[SourceFile]) -> np.ndarray:
-    """The files' bytes as token ids, separated by ``<file_sep>``."""
-    parts: list[np.ndarray] = []
-    sep = np.array([FILE_SEP_ID], dtype=np.int64)
-    for f in files:
-        parts.append(np.frombuffer(f.data, dtype=np.uint8).astype(np.int64))
-        parts.append(sep)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+def corpus_bytes(files: list[SourceFile]) -> bytes:
+    """The files' bytes, each followed by a NUL (no kept file has one): the file separator."""
+    return b"".join(f.data + b"\0" for f in files)
+
+
+def encode_window(tok: Tokenizer, data: bytes) -> list[int]:
+    """Ids of a slice of a corpus: text pieces encoded, each NUL becoming ``<file_sep>``."""
+    ids: list[int] = []
+    for i, part in enumerate(data.split(b"\0")):
+        if i:
+            ids.append(FILE_SEP_ID)
+        ids.extend(tok.encode_bytes(part))
+    return ids
 
 
 def fim_span(window: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    """A middle span [start, end) of ``window``: whole lines, rest of a line, or random bytes."""
+    """A middle span [start, end) of ``window``: whole lines, rest of a line, or random bytes.
+
+    The first two end at a line end with the newline left to the suffix, the shape of the
+    masked-line evaluation and of a completion the gateway asks for at the end of a line, so the
+    model learns to emit ``<|endoftext|>`` there.
+    """
     n = len(window)
     newlines = np.flatnonzero(window == NEWLINE)
     mode = rng.random()
-    if mode < 0.4 and len(newlines) >= 2:
-        # One to three whole lines, newline included (the masked-line evaluation's shape).
+    if mode < 0.5 and len(newlines) >= 2:
+        # One to three whole lines, from a line start to the newline ending the last one.
         i = int(rng.integers(0, len(newlines) - 1))
         k = int(rng.integers(1, 4))
-        return int(newlines[i]) + 1, int(newlines[min(i + k, len(newlines) - 1)]) + 1
-    if mode < 0.7 and len(newlines) >= 1:
+        return int(newlines[i]) + 1, int(newlines[min(i + k, len(newlines) - 1)])
+    if mode < 0.8 and len(newlines) >= 1:
         # From a cursor inside a line to the end of that line (a typical editor completion).
         end = int(newlines[int(rng.integers(0, len(newlines)))])
         line_start = int(newlines[newlines < end][-1]) + 1 if (newlines < end).any() else 0
@@ -146,34 +158,49 @@ def fim_span(window: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
     return a, b
 
 
-def fim_sample(window: np.ndarray, start: int, end: int) -> np.ndarray:
-    """PSM layout: ``<fim_prefix>pre<fim_suffix>suf<fim_middle>mid<|endoftext|>``."""
-    return np.concatenate(
-        (
-            [FIM_PREFIX_ID],
-            window[:start],
-            [FIM_SUFFIX_ID],
-            window[end:],
-            [FIM_MIDDLE_ID],
-            window[start:end],
-            [EOT_ID],
-        )
-    ).astype(np.int64)
+@dataclasses.dataclass(slots=True)
+class Sampler:
+    """Training rows of ``context + 1`` ids cut from a corpus (see ``corpus_bytes``).
 
+    A row is a left-to-right window or, with probability ``fim_rate``, a PSM FIM sample
+    ``<fim_prefix>pre<fim_suffix>suf<fim_middle>mid<|endoftext|>``. The span is chosen on bytes
+    and prefix, suffix and middle are encoded separately, as the engine encodes a rendered
+    template; prefix and suffix are cut to fit and a short row is padded with ``PAD_ID``.
+    """
 
-def sample_batch(
-    stream: np.ndarray, rng: np.random.Generator, *, batch: int, context: int, fim_rate: float
-) -> np.ndarray:
-    """``batch`` rows of ``context + 1`` ids: FIM samples (4 sentinels) or plain windows."""
-    rows = np.empty((batch, context + 1), dtype=np.int64)
-    for r in range(batch):
-        if rng.random() < fim_rate:
-            n = context - 3
-            offset = int(rng.integers(0, len(stream) - n))
-            window = stream[offset : offset + n]
-            start, end = fim_span(window, rng)
-            rows[r] = fim_sample(window, start, end)
+    corpus: bytes
+    tok: Tokenizer
+    context: int
+    fim_rate: float
+    bytes_per_token: float = 1.0
+
+    def batch(self, rng: np.random.Generator, batch: int) -> np.ndarray:
+        """``batch`` rows as int64 ids."""
+        return np.stack([self.row(rng) for _ in range(batch)])
+
+    def row(self, rng: np.random.Generator) -> np.ndarray:
+        """One row."""
+        length = self.context + 1
+        width = int((self.context - 3) * self.bytes_per_token)
+        offset = int(rng.integers(0, len(self.corpus) - width))
+        window = self.corpus[offset : offset + width]
+        if rng.random() >= self.fim_rate:
+            ids = encode_window(self.tok, window)[:length]
         else:
-            offset = int(rng.integers(0, len(stream) - context - 1))
-            rows[r] = stream[offset : offset + context + 1]
-    return rows
+            start, end = fim_span(np.frombuffer(window, dtype=np.uint8), rng)
+            middle = encode_window(self.tok, window[start:end])
+            prefix = encode_window(self.tok, window[:start])
+            suffix = encode_window(self.tok, window[end:])
+            rest = max(0, length - 4 - len(middle))
+            keep_suffix = min(len(suffix), max(rest // 3, rest - len(prefix)))
+            keep_prefix = min(len(prefix), rest - keep_suffix)
+            ids = [
+                FIM_PREFIX_ID,
+                *prefix[len(prefix) - keep_prefix :],
+                FIM_SUFFIX_ID,
+                *suffix[:keep_suffix],
+                FIM_MIDDLE_ID,
+                *middle,
+                EOT_ID,
+            ][:length]
+        return np.array(ids + [PAD_ID] * (length - len(ids)), dtype=np.int64)

@@ -15,8 +15,9 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -30,11 +31,24 @@ from serving.backend import (
     UnknownModel,
 )
 from serving.local import tokenizer
+from serving.local.lora import (
+    AdapterBank,
+    AdapterMismatch,
+    Deltas,
+    LoraAdapter,
+    RowDeltas,
+    base_hash,
+    find_adapters,
+    load_adapter,
+)
 from serving.local.model import FimTransformer, KVCache, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "fim-small"
+# Every adapter found here is offered when it was trained on the loaded base.
+DEFAULT_ADAPTERS = Path(__file__).parent / "checkpoints" / "adapters"
+LoraMode = Literal["gathered", "grouped"]
 # Below this temperature decoding is greedy (dividing by it would overflow the logits).
 MIN_TEMPERATURE = 1e-4
 
@@ -70,8 +84,14 @@ class _Job:
         *,
         streaming: bool,
         loop: asyncio.AbstractEventLoop,
+        tok: tokenizer.Tokenizer,
+        adapter_index: int,
+        healed: bytes = b"",
     ) -> None:
         self.request = request
+        self.adapter_index = adapter_index
+        # Bytes of the prompt's last token, removed by token healing: the completion owes them.
+        self.healed = healed
         self.ids = ids
         self.streaming = streaming
         self.loop = loop
@@ -85,7 +105,7 @@ class _Job:
         self.position = 0
         self.logits: torch.Tensor | None = None
         self.token = 0
-        self.decoder = tokenizer.StreamDecoder()
+        self.decoder = tokenizer.StreamDecoder(tok)
         self.text = ""
         self.emitted = 0
         self.completion_tokens = 0
@@ -110,8 +130,15 @@ class LocalEngine:
         model_name: str,
         max_batch: int = 8,
         max_queue: int = 32,
+        tok: tokenizer.Tokenizer = tokenizer.BYTES,
+        adapters: dict[str, LoraAdapter] | None = None,
+        lora_mode: LoraMode = "gathered",
     ) -> None:
         self.model = model.eval()
+        self.tok = tok
+        self.adapters = AdapterBank(model, adapters or {})
+        self.lora_mode = lora_mode
+        self._healing_masks: dict[bytes, torch.Tensor] = {}
         self.model_name = model_name
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -135,11 +162,45 @@ class LocalEngine:
         max_batch: int = 8,
         max_queue: int = 32,
         threads: int = 2,
+        adapter_paths: Sequence[Path] = (),
+        adapter_root: Path = DEFAULT_ADAPTERS,
+        lora_mode: LoraMode = "gathered",
     ) -> LocalEngine:
-        """Load a checkpoint; ``threads`` sets torch's (process-wide) intra-op thread count."""
+        """Load a checkpoint and its adapters; ``threads`` sets torch's intra-op thread count.
+
+        Adapters are the directories under ``adapter_root`` (those trained on another base are
+        skipped with a warning) and ``adapter_paths`` (an adapter directory, or a directory of
+        them, where a mismatch raises ``AdapterMismatch``).
+        """
         torch.set_num_threads(threads)
         model, name = load_checkpoint(Path(path))
-        return cls(model, model_name=name, max_batch=max_batch, max_queue=max_queue)
+        tok = tokenizer.Tokenizer.for_checkpoint(Path(path))
+        base = base_hash(Path(path))
+        adapters: dict[str, LoraAdapter] = {}
+        for directory in find_adapters([adapter_root]):
+            try:
+                adapter_name, adapter = load_adapter(directory, model, base=base)
+            except AdapterMismatch as exc:
+                log.warning("adapter %s skipped: %s", directory, exc)
+                continue
+            adapters[adapter_name] = adapter
+        for directory in find_adapters([Path(p) for p in adapter_paths]):
+            adapter_name, adapter = load_adapter(directory, model, base=base)
+            adapters[adapter_name] = adapter
+        return cls(
+            model,
+            model_name=name,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            tok=tok,
+            adapters=adapters,
+            lora_mode=lora_mode,
+        )
+
+    @property
+    def adapter_names(self) -> list[str]:
+        """The LoRA adapters requests may name (besides the base model)."""
+        return list(self.adapters.names)
 
     @property
     def context_length(self) -> int:
@@ -147,8 +208,8 @@ class LocalEngine:
         return self.model.config.context
 
     def count_tokens(self, text: str) -> int:
-        """Tokens ``text`` takes (bytes, sentinels count one each)."""
-        return tokenizer.count(text)
+        """Tokens ``text`` takes in the checkpoint's tokenizer (sentinels count one each)."""
+        return self.tok.count(text)
 
     def stats(self) -> EngineStats:
         """Running and waiting requests, and totals."""
@@ -210,30 +271,36 @@ class LocalEngine:
     def _validate(self, request: GenerationRequest) -> None:
         if request.model != self.model_name:
             raise UnknownModel(f"model {request.model!r} is not served here ({self.model_name!r})")
-        if request.adapter is not None:
-            raise UnknownModel(f"adapter {request.adapter!r}: the local engine serves no adapters")
+        if request.adapter is not None and request.adapter not in self.adapters.index:
+            served = ", ".join(self.adapters.names) or "none"
+            raise UnknownModel(f"adapter {request.adapter!r} is not loaded (loaded: {served})")
         if request.max_tokens < 1:
             raise BackendError(f"max_tokens must be at least 1, got {request.max_tokens}")
         if request.temperature < 0 or not 0 < request.top_p <= 1:
             raise BackendError("temperature must be >= 0 and top_p in (0, 1]")
 
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        ids = tokenizer.encode(request.prompt) or [tokenizer.EOT_ID]
+    def _prompt_ids(self, request: GenerationRequest) -> tuple[list[int], bytes]:
+        ids, healed = self.tok.heal(self.tok.encode(request.prompt))
+        ids = ids or [tokenizer.EOT_ID]
         # Room for the completion: at most half the context is reserved for it.
         budget = self.context_length - min(request.max_tokens, self.context_length // 2)
         if len(ids) > budget:
             # Cut the oldest context, keeping a leading <fim_prefix> so the template stays valid.
             keep_head = ids[:1] if ids[0] == tokenizer.FIM_PREFIX_ID else []
             ids = keep_head + ids[len(ids) - (budget - len(keep_head)) :]
-        return ids
+        return ids, healed
 
     def _submit(self, request: GenerationRequest, *, streaming: bool) -> _Job:
         self._validate(request)
+        ids, healed = self._prompt_ids(request)
         job = _Job(
             request,
-            self._prompt_ids(request),
+            ids,
+            healed=healed,
             streaming=streaming,
             loop=asyncio.get_running_loop(),
+            tok=self.tok,
+            adapter_index=self.adapters.index.get(request.adapter or "", 0),
         )
         with self._cond:
             if self._closed or not self._thread.is_alive():
@@ -290,7 +357,8 @@ class LocalEngine:
         """Prefill the newly admitted, sample one token for every job, decode the survivors."""
         for job in admitted:
             if not job.cancelled.is_set():
-                job.logits = self.model.prefill(torch.tensor(job.ids), self._cache, job.slot)
+                lora = self._single(job.adapter_index)
+                job.logits = self.model.prefill(torch.tensor(job.ids), self._cache, job.slot, lora)
                 job.position = len(job.ids)
         going: list[_Job] = []
         cancelled = completed = 0
@@ -315,16 +383,41 @@ class LocalEngine:
                 torch.tensor([j.token for j in going]),
                 self._cache,
                 torch.tensor([j.position for j in going]),
+                self._rows([j.adapter_index for j in going]),
             )
             for job, row in zip(going, logits, strict=True):
                 job.logits = row
                 job.position += 1
 
+    def _healing_mask(self, healed: bytes) -> torch.Tensor:
+        """0 for the tokens ``Tokenizer.candidates`` allows while ``healed`` is owed, else -inf."""
+        mask = self._healing_masks.get(healed)
+        if mask is None:
+            mask = torch.full((self.model.config.vocab_size,), float("-inf"))
+            mask[self.tok.candidates(healed)] = 0.0
+            self._healing_masks[healed] = mask
+        return mask
+
+    def _single(self, index: int) -> Deltas | None:
+        """The adapter of one sequence (prefill), None for the base model."""
+        return self.adapters.adapters[self.adapters.names[index - 1]] if index else None
+
+    def _rows(self, indices: list[int]) -> Deltas | None:
+        """Per-row adapters of a decode step; None when every row is on the base model."""
+        if not any(indices):
+            return None
+        if len(set(indices)) == 1:
+            return self._single(indices[0])
+        return RowDeltas(self.adapters, torch.tensor(indices), grouped=self.lora_mode == "grouped")
+
     def _advance(self, job: _Job) -> bool:
         """Sample ``job``'s next token and emit text; False once the job has finished."""
         assert job.logits is not None
         request = job.request
-        token = _sample(job.logits, request.temperature, request.top_p, job.generator)
+        logits = job.logits
+        if job.healed:
+            logits = logits + self._healing_mask(job.healed)
+        token = _sample(logits, request.temperature, request.top_p, job.generator)
         job.token = token
         job.completion_tokens += 1
         finish: FinishReason | None = None
@@ -332,7 +425,10 @@ class LocalEngine:
             finish = "stop"
             job.text += job.decoder.flush()
         else:
-            job.text += job.decoder.push(token)
+            data = self.tok.token_bytes(token)
+            owed = min(len(job.healed), len(data))
+            job.healed = job.healed[owed:]
+            job.text += job.decoder.push_bytes(data[owed:])
             if (
                 job.completion_tokens >= request.max_tokens
                 or job.position + 1 >= self.context_length

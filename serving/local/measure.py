@@ -15,12 +15,13 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from serving.backend import GenerationRequest
 from serving.local.engine import DEFAULT_CHECKPOINT, LocalEngine
 
-# 470 bytes of ordinary Python: with 32 new tokens it fills most of the 512-token context.
+# 470 bytes of ordinary Python (about 170 tokens of the byte-pair tokenizer, 470 of the bytes one).
 LTR_PROMPT = """import os
 import sys
 from pathlib import Path
@@ -75,11 +76,13 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _request(engine: LocalEngine, prompt: str, max_tokens: int) -> GenerationRequest:
+def _request(
+    engine: LocalEngine, prompt: str, max_tokens: int, adapter: str | None = None
+) -> GenerationRequest:
     return GenerationRequest(
         prompt=prompt,
         model=engine.model_name,
-        adapter=None,
+        adapter=adapter,
         max_tokens=max_tokens,
         temperature=0.0,
         top_p=1.0,
@@ -88,10 +91,15 @@ def _request(engine: LocalEngine, prompt: str, max_tokens: int) -> GenerationReq
 
 
 async def measure_latency(
-    engine: LocalEngine, *, runs: int = 30, max_tokens: int = 32, prompt: str = LTR_PROMPT
+    engine: LocalEngine,
+    *,
+    runs: int = 30,
+    max_tokens: int = 32,
+    prompt: str = LTR_PROMPT,
+    adapter: str | None = None,
 ) -> LatencyReport:
     """Wall time of ``runs`` sequential completions (after two warm-up requests)."""
-    request = _request(engine, prompt, max_tokens)
+    request = _request(engine, prompt, max_tokens, adapter)
     for _ in range(2):
         await engine.generate(request)
     times: list[float] = []
@@ -119,14 +127,19 @@ async def measure_throughput(
     requests: int = 32,
     max_tokens: int = 32,
     prompt: str = LTR_PROMPT,
+    adapters: Sequence[str | None] = (None,),
 ) -> ThroughputReport:
-    """Completions per second with ``concurrency`` requests in flight."""
-    request = _request(engine, prompt, max_tokens)
+    """Completions per second with ``concurrency`` requests in flight.
+
+    Request ``i`` uses ``adapters[i % len(adapters)]`` (None: the base model), so a list of
+    several makes every batch a mix of adapters.
+    """
     gate = asyncio.Semaphore(concurrency)
     times: list[float] = []
     tokens: list[int] = []
 
-    async def one() -> None:
+    async def one(i: int) -> None:
+        request = _request(engine, prompt, max_tokens, adapters[i % len(adapters)])
         async with gate:
             started = time.perf_counter()
             result = await engine.generate(request)
@@ -134,7 +147,7 @@ async def measure_throughput(
             tokens.append(result.completion_tokens)
 
     started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(requests)))
+    await asyncio.gather(*(one(i) for i in range(requests)))
     wall = time.perf_counter() - started
     return ThroughputReport(
         concurrency=concurrency,

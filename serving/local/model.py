@@ -6,13 +6,16 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from serving.local.tokenizer import VOCAB_SIZE
+from serving.local.tokenizer import TOKENIZER_FILE, VOCAB_SIZE, Tokenizer
+
+if TYPE_CHECKING:
+    from serving.local.lora import Deltas
 
 WEIGHTS_FILE = "model.pt"
 
@@ -68,9 +71,10 @@ class KVCache:
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.config = config
+        self.layer = layer
         self.norm1 = nn.LayerNorm(config.d_model)
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
@@ -78,23 +82,35 @@ class Block(nn.Module):
         self.up = nn.Linear(config.d_model, config.d_ff, bias=False)
         self.down = nn.Linear(config.d_ff, config.d_model, bias=False)
 
+    def _linear(
+        self, layer: nn.Linear, target: str, x: torch.Tensor, lora: Deltas | None
+    ) -> torch.Tensor:
+        out: torch.Tensor = layer(x)
+        if lora is not None and (delta := lora.delta(self.layer, target, x)) is not None:
+            out = out + delta
+        return out
+
     def _qkv(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, lora: Deltas | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, _ = x.shape
         h, dh = self.config.n_heads, self.config.head_dim
-        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, h, dh).permute(2, 0, 3, 1, 4)
+        qkv = self._linear(self.qkv, "qkv", self.norm1(x), lora)
+        q, k, v = qkv.view(b, t, 3, h, dh).permute(2, 0, 3, 1, 4)
         return _apply_rope(q, cos, sin), _apply_rope(k, cos, sin), v
 
-    def _finish(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    def _finish(self, x: torch.Tensor, attn: torch.Tensor, lora: Deltas | None) -> torch.Tensor:
         b, _, t, _ = attn.shape
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, t, self.config.d_model))
+        merged = attn.transpose(1, 2).reshape(b, t, self.config.d_model)
+        x = x + self._linear(self.proj, "proj", merged, lora)
         out: torch.Tensor = x + self.down(F.gelu(self.up(self.norm2(x)), approximate="tanh"))
         return out
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._qkv(x, cos, sin)
-        return self._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, lora: Deltas | None = None
+    ) -> torch.Tensor:
+        q, k, v = self._qkv(x, cos, sin, lora)
+        return self._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True), lora)
 
     def prefill(
         self,
@@ -104,12 +120,13 @@ class Block(nn.Module):
         cache_k: torch.Tensor,
         cache_v: torch.Tensor,
         slot: int,
+        lora: Deltas | None = None,
     ) -> torch.Tensor:
-        q, k, v = self._qkv(x, cos, sin)
+        q, k, v = self._qkv(x, cos, sin, lora)
         t = x.shape[1]
         cache_k[slot, :, :t] = k[0]
         cache_v[slot, :, :t] = v[0]
-        return self._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        return self._finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True), lora)
 
     def decode(
         self,
@@ -120,8 +137,9 @@ class Block(nn.Module):
         cache_v: torch.Tensor,
         positions: torch.Tensor,
         mask: torch.Tensor,
+        lora: Deltas | None = None,
     ) -> torch.Tensor:
-        q, k, v = self._qkv(x, cos, sin)
+        q, k, v = self._qkv(x, cos, sin, lora)
         rows = torch.arange(x.shape[0])
         cache_k[rows, :, positions] = k[:, :, 0]
         cache_v[rows, :, positions] = v[:, :, 0]
@@ -129,7 +147,8 @@ class Block(nn.Module):
         length = mask.shape[-1]
         keys = cache_k[: x.shape[0], :, :length]
         values = cache_v[: x.shape[0], :, :length]
-        return self._finish(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
+        attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        return self._finish(x, attn, lora)
 
 
 class FimTransformer(nn.Module):
@@ -142,7 +161,7 @@ class FimTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = nn.LayerNorm(config.d_model)
         cos, sin = _rope_tables(config)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -166,27 +185,35 @@ class FimTransformer(nn.Module):
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.norm(x), self.embed.weight)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, lora: Deltas | None = None) -> torch.Tensor:
         """Logits [B, T, V] of a batch of full sequences (causal, no cache)."""
         t = ids.shape[1]
         cos = self.rope_cos[None, None, :t]
         sin = self.rope_sin[None, None, :t]
         x = self.embed(ids)
         for block in self._blocks():
-            x = block(x, cos, sin)
+            x = block(x, cos, sin, lora)
         return self._logits(x)
 
-    def prefill(self, ids: torch.Tensor, cache: KVCache, slot: int) -> torch.Tensor:
+    def prefill(
+        self, ids: torch.Tensor, cache: KVCache, slot: int, lora: Deltas | None = None
+    ) -> torch.Tensor:
         """Run one sequence ``ids`` [T] into cache ``slot``; logits of its last position [V]."""
         t = ids.shape[0]
         cos = self.rope_cos[None, None, :t]
         sin = self.rope_sin[None, None, :t]
         x = self.embed(ids[None])
         for i, block in enumerate(self._blocks()):
-            x = block.prefill(x, cos, sin, cache.keys[i], cache.values[i], slot)
+            x = block.prefill(x, cos, sin, cache.keys[i], cache.values[i], slot, lora)
         return self._logits(x[0, -1])
 
-    def decode(self, ids: torch.Tensor, cache: KVCache, positions: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self,
+        ids: torch.Tensor,
+        cache: KVCache,
+        positions: torch.Tensor,
+        lora: Deltas | None = None,
+    ) -> torch.Tensor:
         """One step for the sequences in cache slots 0..B-1: token ``ids`` [B] at ``positions``."""
         cos = self.rope_cos[positions][:, None, None]
         sin = self.rope_sin[positions][:, None, None]
@@ -195,13 +222,17 @@ class FimTransformer(nn.Module):
         mask = mask[:, None, None, :]
         x = self.embed(ids[:, None])
         for i, block in enumerate(self._blocks()):
-            x = block.decode(x, cos, sin, cache.keys[i], cache.values[i], positions, mask)
+            x = block.decode(x, cos, sin, cache.keys[i], cache.values[i], positions, mask, lora)
         return self._logits(x[:, 0])
 
 
-def save_checkpoint(model: FimTransformer, directory: Path, *, name: str) -> Path:
-    """Write the weights (fp16) and the config to ``directory``/model.pt."""
+def save_checkpoint(
+    model: FimTransformer, directory: Path, *, name: str, tok: Tokenizer | None = None
+) -> Path:
+    """Write the weights (fp16) and the config to ``directory``/model.pt, merges beside them."""
     directory.mkdir(parents=True, exist_ok=True)
+    if tok is not None and tok.merges:
+        (directory / TOKENIZER_FILE).write_text(tok.to_json())
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     path = directory / WEIGHTS_FILE
     torch.save(

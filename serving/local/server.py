@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -60,13 +60,22 @@ def _error(status: int, message: str, code: str, headers: dict[str, str] | None 
 
 
 def create_app(
-    checkpoint: Path = DEFAULT_CHECKPOINT, *, max_batch: int = 8, threads: int = 2
+    checkpoint: Path = DEFAULT_CHECKPOINT,
+    *,
+    max_batch: int = 8,
+    threads: int = 2,
+    adapter_paths: Sequence[Path] = (),
 ) -> FastAPI:
-    """The app; the engine is loaded in the lifespan and kept on ``app.state``."""
+    """The app; the engine is loaded in the lifespan and kept on ``app.state``.
+
+    As with vLLM's multi-LoRA serving, a request names an adapter in ``model``.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = LocalEngine.load(checkpoint, max_batch=max_batch, threads=threads)
+        app.state.engine = LocalEngine.load(
+            checkpoint, max_batch=max_batch, threads=threads, adapter_paths=adapter_paths
+        )
         try:
             yield
         finally:
@@ -91,9 +100,14 @@ def create_app(
 
     @app.get("/v1/models")
     async def models(engine: EngineDep) -> dict[str, Any]:
-        """The one model served."""
-        card = {"id": engine.model_name, "object": "model", "owned_by": "codelift"}
-        return {"object": "list", "data": [card | {"max_model_len": engine.context_length}]}
+        """The base model and its LoRA adapters (``parent`` names the base)."""
+        card = {"object": "model", "owned_by": "codelift", "max_model_len": engine.context_length}
+        base = card | {"id": engine.model_name, "root": engine.model_name, "parent": None}
+        adapters = [
+            card | {"id": name, "root": engine.model_name, "parent": engine.model_name}
+            for name in engine.adapter_names
+        ]
+        return {"object": "list", "data": [base, *adapters]}
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, engine: EngineDep) -> Any:
@@ -103,8 +117,8 @@ def create_app(
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
         request = GenerationRequest(
             prompt=body.prompt,
-            model=body.model,
-            adapter=None,
+            model=engine.model_name if body.model in engine.adapter_names else body.model,
+            adapter=body.model if body.model in engine.adapter_names else None,
             max_tokens=body.max_tokens,
             temperature=body.temperature,
             top_p=body.top_p,
@@ -155,8 +169,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--adapter", type=Path, action="append", default=[], help="extra adapter directory"
+    )
     args = parser.parse_args(argv)
-    app = create_app(args.checkpoint, max_batch=args.max_batch, threads=args.threads)
+    app = create_app(
+        args.checkpoint, max_batch=args.max_batch, threads=args.threads, adapter_paths=args.adapter
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 

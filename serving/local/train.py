@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from backtest.metrics import edit_similarity
 from serving.local import data as data_mod
+from serving.local.lora import Deltas
 from serving.local.model import (
     FimTransformer,
     KVCache,
@@ -33,13 +34,15 @@ from serving.local.model import (
     save_checkpoint,
 )
 from serving.local.tokenizer import (
-    BYTE_VOCAB,
     FIM_MIDDLE,
     FIM_MIDDLE_ID,
     FIM_PREFIX,
     FIM_SUFFIX,
+    PAD_ID,
     StreamDecoder,
-    encode,
+    Tokenizer,
+    is_special,
+    learn_merges,
 )
 
 log = logging.getLogger("serving.local.train")
@@ -60,6 +63,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     fim_rate: float = 0.6
     middle_loss_weight: float = 1.0
+    # Byte-pair merges learned before training (0: plain bytes), from this many corpus bytes.
+    merges: int = 0
+    merge_sample_bytes: int = 3_000_000
     threads: int = 2
     seed: int = 0
     bf16_autocast: bool = True
@@ -77,7 +83,7 @@ class EvalConfig:
     seed: int = 1234
 
 
-def _lr(step: int, progress: float, cfg: TrainConfig) -> float:
+def lr_at(step: int, progress: float, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.peak_lr * (step + 1) / cfg.warmup_steps
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
@@ -94,49 +100,48 @@ def _optimizer(model: FimTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=(0.9, 0.95))
 
 
-def _loss(
-    model: FimTransformer, rows: torch.Tensor, autocast: bool, middle_weight: float = 1.0
+def fim_loss(
+    model: FimTransformer,
+    rows: torch.Tensor,
+    autocast: bool,
+    middle_weight: float = 1.0,
+    lora: Deltas | None = None,
 ) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``rows``, the FIM middles weighted, padding unscored."""
     inputs, targets = rows[:, :-1], rows[:, 1:]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        logits = model(inputs)
+        logits = model(inputs, lora)
     nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    if middle_weight == 1.0:
-        return nll.mean()
     # The middle of a FIM sample (what follows <fim_middle>) is the skill the product uses but a
-    # small share of the bytes; weighting it up speeds up learning to infill.
+    # small share of the bytes; weighting it up speeds up learning to infill. Padding is unscored.
     in_middle = (inputs == FIM_MIDDLE_ID).cumsum(dim=1) > 0
-    weights = 1.0 + (middle_weight - 1.0) * in_middle.float()
+    weights = (1.0 + (middle_weight - 1.0) * in_middle.float()) * (targets != PAD_ID).float()
     return (nll * weights).sum() / weights.sum()
 
 
 def train(
     model: FimTransformer,
-    stream: np.ndarray,
+    sampler: data_mod.Sampler,
     cfg: TrainConfig,
     *,
     out: Path,
-    val_stream: np.ndarray,
+    val_sampler: data_mod.Sampler,
+    budget_s: float,
 ) -> dict[str, Any]:
-    """Run AdamW until the budget is spent; checkpoints every few minutes."""
+    """Run AdamW until ``budget_s`` is spent; checkpoints every few minutes."""
     rng = np.random.default_rng(cfg.seed)
     opt = _optimizer(model, cfg)
-    budget_s = cfg.minutes * 60.0
     start = time.monotonic()
     last_save = start
     step, tokens, ema = 0, 0, 0.0
     history: list[dict[str, float]] = []
     model.train()
     while (elapsed := time.monotonic() - start) < budget_s:
-        lr = _lr(step, elapsed / budget_s, cfg)
+        lr = lr_at(step, elapsed / budget_s, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        rows = torch.from_numpy(
-            data_mod.sample_batch(
-                stream, rng, batch=cfg.batch, context=model.config.context, fim_rate=cfg.fim_rate
-            )
-        )
-        loss = _loss(model, rows, cfg.bf16_autocast, cfg.middle_loss_weight)
+        rows = torch.from_numpy(sampler.batch(rng, cfg.batch))
+        loss = fim_loss(model, rows, cfg.bf16_autocast, cfg.middle_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -145,13 +150,13 @@ def train(
         tokens += rows[:, 1:].numel()
         ema = loss.item() if step == 1 else 0.98 * ema + 0.02 * loss.item()
         if step % 100 == 0:
-            val = _quick_val(model, val_stream, cfg)
+            val = _quick_val(model, val_sampler, cfg)
             history.append({"step": step, "minutes": elapsed / 60, "train": ema, "val": val})
             log.info(
                 "step %d %.1f min lr %.2e loss %.3f val %.3f", step, elapsed / 60, lr, ema, val
             )
         if time.monotonic() - last_save > 300:
-            save_checkpoint(model, out, name=MODEL_NAME)
+            save_checkpoint(model, out, name=MODEL_NAME, tok=sampler.tok)
             last_save = time.monotonic()
     model.eval()
     return {
@@ -164,62 +169,79 @@ def train(
 
 
 @torch.no_grad()
-def _quick_val(model: FimTransformer, val_stream: np.ndarray, cfg: TrainConfig) -> float:
+def _quick_val(model: FimTransformer, val_sampler: data_mod.Sampler, cfg: TrainConfig) -> float:
     model.eval()
-    rng = np.random.default_rng(7)
-    rows = torch.from_numpy(
-        data_mod.sample_batch(val_stream, rng, batch=8, context=model.config.context, fim_rate=0.0)
-    )
-    loss = _loss(model, rows, cfg.bf16_autocast).item()
+    rows = torch.from_numpy(val_sampler.batch(np.random.default_rng(7), 8))
+    loss = fim_loss(model, rows, cfg.bf16_autocast).item()
     model.train()
     return loss
 
 
 @torch.no_grad()
 def bits_per_byte(
-    model: FimTransformer, files: list[data_mod.SourceFile], ecfg: EvalConfig
+    model: FimTransformer,
+    tok: Tokenizer,
+    files: list[data_mod.SourceFile],
+    ecfg: EvalConfig,
+    bytes_per_token: float,
+    lora: Deltas | None = None,
 ) -> dict[str, float]:
-    """Left-to-right bits per byte on windows of held-out files, per language and overall."""
+    """Left-to-right bits per byte on windows of held-out files, per language and overall.
+
+    The summed cross-entropy of the text tokens of a window (file separators not scored) over
+    the bytes those tokens stand for, so that tokenizers compare.
+    """
     rng = np.random.default_rng(ecfg.seed)
-    context = model.config.context
     by_lang: dict[str, float] = {}
     per_lang = max(1, ecfg.bpb_windows // max(1, len({f.language for f in files})))
+    byte_len = torch.tensor([len(tok.token_bytes(i)) for i in range(model.config.vocab_size)])
     for language in sorted({f.language for f in files}):
-        stream = data_mod.token_stream([f for f in files if f.language == language])
-        if len(stream) <= context + 2:
+        corpus = data_mod.corpus_bytes([f for f in files if f.language == language])
+        sampler = data_mod.Sampler(
+            corpus, tok, model.config.context, 0.0, bytes_per_token=bytes_per_token
+        )
+        if len(corpus) <= model.config.context * bytes_per_token + 2:
             continue
-        losses: list[float] = []
+        nats = scored_bytes = 0.0
         for _ in range(per_lang // 8):
-            rows = torch.from_numpy(
-                data_mod.sample_batch(stream, rng, batch=8, context=context, fim_rate=0.0)
-            )
-            logits = model(rows[:, :-1]).float()
+            rows = torch.from_numpy(sampler.batch(rng, 8))
+            logits = model(rows[:, :-1], lora).float()
             targets = rows[:, 1:]
             nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-            is_byte = targets < BYTE_VOCAB  # score bytes only, not the file separators
-            losses.extend(nll[is_byte].tolist())
-        by_lang[language] = float(np.mean(losses) / math.log(2))
+            text = byte_len[targets] > 0
+            nats += float(nll[text].sum())
+            scored_bytes += float(byte_len[targets][text].sum())
+        by_lang[language] = nats / scored_bytes / math.log(2)
     by_lang["all"] = float(np.mean(list(by_lang.values())))
     return by_lang
 
 
 @torch.no_grad()
-def greedy_infill(model: FimTransformer, prefix: str, suffix: str, *, max_new_tokens: int) -> str:
+def greedy_infill(
+    model: FimTransformer,
+    tok: Tokenizer,
+    prefix: str,
+    suffix: str,
+    *,
+    max_new_tokens: int,
+    lora: Deltas | None = None,
+) -> str:
     """Greedy middle for (prefix, suffix), stopping at a newline or a sentinel (single-line)."""
-    ids = torch.tensor(encode(f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}"))
+    ids = torch.tensor(tok.encode(f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}"))
+    ids = ids[-(model.config.context - 32) :]  # room for a line in a short context
     cache = KVCache(model.config, 1)
-    logits = model.prefill(ids, cache, 0)
-    decoder = StreamDecoder()
+    logits = model.prefill(ids, cache, 0, lora)
+    decoder = StreamDecoder(tok)
     text = ""
     position = len(ids)
     for _ in range(max_new_tokens):
         token = int(logits.argmax())
-        if token >= BYTE_VOCAB or position >= model.config.context:
+        if is_special(token) or position >= model.config.context:
             break
         text += decoder.push(token)
         if "\n" in text:
             return text[: text.index("\n")]
-        logits = model.decode(torch.tensor([token]), cache, torch.tensor([position]))[0]
+        logits = model.decode(torch.tensor([token]), cache, torch.tensor([position]), lora)[0]
         position += 1
     return text + decoder.flush()
 
@@ -234,7 +256,11 @@ def _parses(source: str) -> bool:
 
 @torch.no_grad()
 def masked_line(
-    model: FimTransformer, files: list[data_mod.SourceFile], ecfg: EvalConfig
+    model: FimTransformer,
+    tok: Tokenizer,
+    files: list[data_mod.SourceFile],
+    ecfg: EvalConfig,
+    lora: Deltas | None = None,
 ) -> dict[str, Any]:
     """Infill one whole non-blank line of a held-out file from its prefix and suffix (greedy)."""
     rng = np.random.default_rng(ecfg.seed)
@@ -253,9 +279,11 @@ def masked_line(
         k = int(rng.choice(nonblank))
         prefix = "\n".join(lines[:k]) + ("\n" if k else "")
         suffix = "\n" + "\n".join(lines[k + 1 :])
-        prefix = prefix[-ecfg.prefix_bytes :]
-        suffix = suffix[: ecfg.suffix_bytes]
-        prediction = greedy_infill(model, prefix, suffix, max_new_tokens=ecfg.max_new_tokens)
+        prefix = prefix.encode()[-ecfg.prefix_bytes :].decode(errors="ignore")
+        suffix = suffix.encode()[: ecfg.suffix_bytes].decode(errors="ignore")
+        prediction = greedy_infill(
+            model, tok, prefix, suffix, max_new_tokens=ecfg.max_new_tokens, lora=lora
+        )
         target = lines[k]
         previous = next((lines[j] for j in range(k - 1, -1, -1) if lines[j].strip()), "")
         row: dict[str, Any] = {
@@ -269,6 +297,8 @@ def masked_line(
             original = "\n".join(lines)
             if _parses(original):
                 row["parses"] = _parses("\n".join([*lines[:k], prediction, *lines[k + 1 :]]))
+                # What an empty completion scores: the parse rate is only meaningful against it.
+                row["parses_empty"] = _parses("\n".join([*lines[:k], "", *lines[k + 1 :]]))
         rows.append(row)
     return _summarize(rows)
 
@@ -276,6 +306,7 @@ def masked_line(
 def _summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def stats(subset: list[dict[str, Any]]) -> dict[str, Any]:
         parsed = [r["parses"] for r in subset if "parses" in r]
+        parsed_empty = [r["parses_empty"] for r in subset if "parses_empty" in r]
         return {
             "n": len(subset),
             "exact_match": float(np.mean([r["exact"] for r in subset])),
@@ -287,7 +318,11 @@ def _summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 np.mean([r["baseline_exact"] for r in subset])
             ),
             **(
-                {"python_file_still_parses": float(np.mean(parsed)), "n_parse_checked": len(parsed)}
+                {
+                    "python_file_still_parses": float(np.mean(parsed)),
+                    "baseline_empty_completion_parses": float(np.mean(parsed_empty)),
+                    "n_parse_checked": len(parsed),
+                }
                 if parsed
                 else {}
             ),
@@ -312,6 +347,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--middle-loss-weight", type=float, default=1.0)
     parser.add_argument("--peak-lr", type=float, default=2e-3)
     parser.add_argument("--warmup-steps", type=int, default=150)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--merges", type=int, default=0, help="byte-pair merges (0: bytes)")
     parser.add_argument(
         "--init-from", type=Path, help="continue from this checkpoint directory (a later phase)"
     )
@@ -324,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
         middle_loss_weight=args.middle_loss_weight,
         peak_lr=args.peak_lr,
         warmup_steps=args.warmup_steps,
+        batch=args.batch,
+        merges=args.merges,
+        threads=args.threads,
     )
     ecfg = EvalConfig(masked_lines=args.masked_lines)
     torch.set_num_threads(cfg.threads)
@@ -336,21 +377,26 @@ def main(argv: list[str] | None = None) -> None:
         context=args.context,
     )
 
-    t0 = time.monotonic()
+    started = time.monotonic()
     languages = data_mod.default_languages()
     files = list(data_mod.collect(languages))
     train_files = [f for f in files if not f.held_out]
     held_out = [f for f in files if f.held_out]
-    stream = data_mod.token_stream(train_files)
-    val_stream = data_mod.token_stream(held_out)
-    data_desc = _describe(languages, files, time.monotonic() - t0)
+    corpus = data_mod.corpus_bytes(train_files)
+    data_desc = _describe(languages, files, time.monotonic() - started)
     log.info("data: %s", json.dumps(data_desc["per_language"]))
 
     previous: list[dict[str, Any]] = []
+    tokenizer_record: dict[str, Any]
+    learn_s = 0.0  # learning the tokenizer is part of the training budget
     if args.init_from:
         model, _ = load_checkpoint(args.init_from)
+        tok = Tokenizer.for_checkpoint(args.init_from)
         model_cfg = model.config
         earlier = json.loads((args.init_from / "training.json").read_text())
+        # Checkpoints from before the byte-pair tokenizer describe it in a sentence.
+        described = earlier["tokenizer"]
+        tokenizer_record = described if isinstance(described, dict) else {"kind": "bytes"}
         previous = [
             *earlier.get("previous_phases", []),
             earlier["training"]
@@ -360,26 +406,52 @@ def main(argv: list[str] | None = None) -> None:
             },
         ]
     else:
+        t0 = time.monotonic()
+        tok = Tokenizer(learn_merges(_merge_sample(train_files, cfg), cfg.merges))
+        learn_s = time.monotonic() - t0
+        tokenizer_record = {
+            "kind": "byte-bpe" if cfg.merges else "bytes",
+            "description": "bytes 0-255, <fim_prefix> <fim_suffix> <fim_middle> <file_sep> "
+            "<|endoftext|> (256-260), padding (261), learned byte-pair merges from 264; merges "
+            "stay within pieces (a newline, a word with its leading space, a punctuation run, "
+            "indentation)",
+            "merges": len(tok.merges),
+            "vocab_size": tok.vocab_size,
+            "sample_bytes": cfg.merge_sample_bytes if cfg.merges else 0,
+            "learn_seconds": learn_s,
+        }
+        model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
         model = FimTransformer(model_cfg)
+    bytes_per_token = _bytes_per_token(tok, held_out)
+    tokenizer_record["held_out_bytes_per_token"] = bytes_per_token
+    log.info("tokenizer: %s", json.dumps(tokenizer_record))
+    # A little more text than the context holds, so that a row is rarely padded.
+    width = 1.0 if not tok.merges else 1.2 * bytes_per_token
+    sampler = data_mod.Sampler(corpus, tok, model_cfg.context, cfg.fim_rate, width)
+    val_sampler = data_mod.Sampler(
+        data_mod.corpus_bytes(held_out), tok, model_cfg.context, 0.0, width
+    )
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %d parameters", n_params)
-    run = train(model, stream, cfg, out=args.out, val_stream=val_stream)
-    path = save_checkpoint(model, args.out, name=MODEL_NAME)
+    budget_s = cfg.minutes * 60.0 - learn_s
+    run = train(model, sampler, cfg, out=args.out, val_sampler=val_sampler, budget_s=budget_s)
+    run["wall_minutes"] += learn_s / 60.0
+    path = save_checkpoint(model, args.out, name=MODEL_NAME, tok=tok)
 
     t1 = time.monotonic()
     evaluation = {
-        "bits_per_byte_left_to_right": bits_per_byte(model, held_out, ecfg),
-        "masked_line": masked_line(model, held_out, ecfg),
+        "bits_per_byte_left_to_right": bits_per_byte(model, tok, held_out, ecfg, width),
+        "masked_line": masked_line(model, tok, held_out, ecfg),
         "method": dataclasses.asdict(ecfg)
         | {
-            "bits_per_byte": "mean next-byte cross-entropy / ln 2 over random 512-byte windows of "
-            "held-out files (file separators not scored), fp32",
+            "bits_per_byte": "summed cross-entropy of the text tokens / their bytes / ln 2 over "
+            "random context-long windows of held-out files (file separators not scored), fp32",
             "masked_line": "a random non-blank line of a random held-out file is removed; the "
             "model gets up to prefix_bytes before and suffix_bytes after it in the PSM template "
             "and decodes greedily until a newline or sentinel; exact = identical line incl. "
             "indentation; edit similarity = 1 - Levenshtein / longer length; "
             "python_file_still_parses = ast.parse of the whole file with the predicted line "
-            "(files that parse originally)",
+            "(files that parse originally), against the same with the line left empty",
         },
         "eval_seconds": time.monotonic() - t1,
     }
@@ -388,10 +460,10 @@ def main(argv: list[str] | None = None) -> None:
         "model_config": dataclasses.asdict(model_cfg),
         "parameters": n_params,
         "train_config": dataclasses.asdict(cfg),
-        "tokenizer": "bytes 0-255 + <fim_prefix> <fim_suffix> <fim_middle> <file_sep> "
-        "<|endoftext|> (256-260), vocabulary padded to 264",
-        "fim": "PSM, StarCoder sentinels; span = 1-3 whole lines (40%), cursor to end of line "
-        "(30%) or uniform random bytes (30%); FIM rate as in train_config, else left-to-right",
+        "tokenizer": tokenizer_record,
+        "fim": "PSM, StarCoder sentinels; span chosen on bytes = 1-3 whole lines without the "
+        "last newline (50%), cursor to end of line (30%) or uniform random bytes (20%); prefix, "
+        "suffix and middle encoded separately; FIM rate as in train_config, else left-to-right",
         "data": data_desc,
         "training": run,
         "previous_phases": previous,
@@ -412,6 +484,18 @@ def main(argv: list[str] | None = None) -> None:
     }
     (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     log.info("evaluation: %s", json.dumps(evaluation, indent=2))
+
+
+def _merge_sample(files: list[data_mod.SourceFile], cfg: TrainConfig) -> list[bytes]:
+    """About ``merge_sample_bytes`` of training files, every language in its corpus share."""
+    total = sum(len(f.data) for f in files)
+    keep = max(1, round(total / max(1, cfg.merge_sample_bytes)))
+    return [f.data for f in files if int(hashlib.sha1(f.data).hexdigest()[8:16], 16) % keep == 0]
+
+
+def _bytes_per_token(tok: Tokenizer, files: list[data_mod.SourceFile]) -> float:
+    data = data_mod.corpus_bytes(files)
+    return len(data) / max(1, len(data_mod.encode_window(tok, data)))
 
 
 def _describe(
