@@ -26,8 +26,6 @@ DEFAULT_TIMEOUT_S = 120.0
 # 429 (rate limit) and 503 (backend busy or down) are retried after the Retry-After they carry.
 RETRIED_STATUSES = (429, 503)
 MAX_RETRIES = 5
-# Room the local engine needs beside the prompt: the FIM sentinels.
-SENTINEL_TOKENS = 4
 
 
 class GatewayRefused(Exception):
@@ -132,21 +130,14 @@ class GatewayClient:
         raise AssertionError("unreachable: the last attempt always returns")
 
 
-def fitted_settings(settings: GatewaySettings, backends: Mapping[str, Backend]) -> GatewaySettings:
-    """Settings for an in-process gateway: auth, experiments and event logging off, and the
-    default variant's context budget cut to what the local engine's context holds."""
-    default = settings.default_variant
-    context_length = getattr(backends.get(default.backend), "context_length", None)
-    if isinstance(context_length, int):
-        room = context_length - default.decoding.max_tokens - SENTINEL_TOKENS
-        if 0 < room < default.context_tokens:
-            default = default.model_copy(update={"context_tokens": max(16, room)})
+def fitted_settings(settings: GatewaySettings) -> GatewaySettings:
+    """Settings for an in-process gateway: auth, experiments and event logging off (the gateway
+    itself cuts every arm's context budget to what the backend's context holds)."""
     return settings.model_copy(
         update={
             "require_auth": False,
             "experiments": False,
             "collector_url": None,
-            "default_variant": default,
         }
     )
 
@@ -162,6 +153,6 @@ def in_process_gateway(
     from serving.gateway.server import running
 
     backends = dict(backends) if backends is not None else make_backends(settings)
-    app = create_app(fitted_settings(settings, backends), backends, close_backends=True)
+    app = create_app(fitted_settings(settings), backends, close_backends=True)
     with running(app) as url:
         yield url

@@ -83,6 +83,12 @@ class Backend(Protocol):
         """Tokens ``text`` takes in this backend's model (for the context budget)."""
         ...
 
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the model's context holds, prompt and completion together; None when the
+        server enforces its own limit (vLLM's ``--max-model-len``)."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections, threads and memory."""
         ...

@@ -94,3 +94,17 @@ def cut_to_budget(
         else keep_head(suffix, suffix_quota, count)
     )
     return CutContext(kept_prefix, kept_suffix, kept_prefix_tokens, kept_suffix_tokens)
+
+
+def fit_to_context(
+    budget: int, *, context_length: int | None, template_tokens: int, max_tokens: int
+) -> int:
+    """The arm's prefix + suffix budget, cut so that the rendered prompt (the template's own
+    tokens included) and the completion fit the model's context.
+
+    Without this a model with a short context drops the start of the prompt, which is the
+    ``<fim_prefix>`` sentinel and the code nearest it: the FIM layout itself.
+    """
+    if context_length is None:
+        return budget
+    return max(0, min(budget, context_length - template_tokens - max_tokens))

@@ -48,8 +48,10 @@ class ScriptedBackend:
         delay_s: float = 0.0,
         token_delay_s: float = 0.0,
         chars_per_token: int = 4,
+        context_length: int | None = None,
     ) -> None:
         self.name = name
+        self._context_length = context_length
         self._reply: Reply = (lambda _request: reply) if isinstance(reply, str) else reply
         self.delay_s = delay_s
         self.token_delay_s = token_delay_s
@@ -58,6 +60,11 @@ class ScriptedBackend:
         self.requests: list[GenerationRequest] = []
         self.cancelled = 0
         self.closed = False
+
+    @property
+    def context_length(self) -> int | None:
+        """The context it pretends to have (None: no limit)."""
+        return self._context_length
 
     def count_tokens(self, text: str) -> int:
         """About one token per ``chars_per_token`` characters."""

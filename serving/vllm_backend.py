@@ -112,6 +112,11 @@ class VllmBackend:
         """Whether this server answers for ``model`` (a base model or an adapter name)."""
         return not self.models or model in self.models
 
+    @property
+    def context_length(self) -> int | None:
+        """None: the vLLM server enforces its own --max-model-len."""
+        return None
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text``: the given tokenizer's count, else an estimate from its length."""
         if self._count is not None:
@@ -205,6 +210,11 @@ class VllmRouter:
         async for chunk in self._server(request).stream(request):
             yield chunk
 
+    @property
+    def context_length(self) -> int | None:
+        """None: the vLLM servers enforce their own --max-model-len."""
+        return None
+
     def count_tokens(self, text: str) -> int:
         """The first server's count (servers of one gateway share a tokenizer family)."""
         return self.servers[0].count_tokens(text)
@@ -247,6 +257,11 @@ class InProcessVllm:
         self._engine = async_llm.AsyncLLM.from_engine_args(args)
         self._tokenizer: Any = None
         self._lora_ids = {adapter: i + 1 for i, adapter in enumerate(self._loras)}
+
+    @property
+    def context_length(self) -> int | None:
+        """None: the engine enforces its own max_model_len."""
+        return None
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in the served model's tokenizer."""

@@ -444,6 +444,32 @@ def test_the_default_variant_from_settings_decides_the_template(
         assert response.choices[0].text == reply(sent).split("\n\n")[0]
 
 
+def test_the_budget_is_cut_to_what_the_backends_context_holds(
+    database_url: str, serve_only_key: Key
+) -> None:
+    # A 64-token model: the arm's 2048-token budget would overflow it and lose the FIM layout.
+    short = ScriptedBackend(reply, name="local", context_length=64)
+    variant = Variant(
+        model="qwen-coder",
+        fim_template=FimFamily.QWEN25_CODER,
+        decoding=Decoding(temperature=0.0, max_tokens=16),
+        context_tokens=2048,
+        postprocess=PostProcess(trim="none", drop_if_repeats_suffix=False),
+    )
+    settings = gateway_settings(database_url, default_variant=variant)
+    with (
+        running(create_app(settings, {"local": short})) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key=serve_only_key.secret, max_retries=0) as client,
+    ):
+        complete(client, model="qwen-coder", prompt="a" * 4000, suffix="b" * 4000)
+        sent = short.requests[-1]
+        # 64 - 16 for the completion - 11 for the template = 37 tokens of code, split 70/30.
+        assert sent.prompt == (
+            "<|fim_prefix|>" + "a" * 100 + "<|fim_suffix|>" + "b" * 48 + "<|fim_middle|>"
+        )
+        assert short.count_tokens(sent.prompt) + 16 <= 64
+
+
 def test_a_client_leaving_mid_stream_cancels_the_backend_request(
     database_url: str, serve_only_key: Key
 ) -> None:

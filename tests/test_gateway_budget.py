@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.budget import cut_to_budget, keep_head, keep_tail, split_budget
+from serving.budget import cut_to_budget, fit_to_context, keep_head, keep_tail, split_budget
 
 
 def chars(text: str) -> int:
@@ -72,3 +72,13 @@ def test_invalid_split_arguments_are_rejected() -> None:
         split_budget(10, 1, 1, 1.0)
     with pytest.raises(ValueError, match="budget"):
         split_budget(-1, 1, 1, 0.5)
+
+
+def test_fit_to_context_leaves_room_for_template_and_completion() -> None:
+    # 256-token context, 4 template tokens, 64 completion tokens: 188 left for the code.
+    assert fit_to_context(2048, context_length=256, template_tokens=4, max_tokens=64) == 188
+    # The arm's own budget wins when it is the smaller one, and no limit means no cut.
+    assert fit_to_context(100, context_length=256, template_tokens=4, max_tokens=64) == 100
+    assert fit_to_context(2048, context_length=None, template_tokens=4, max_tokens=64) == 2048
+    # A completion that fills the context leaves no code rather than a negative budget.
+    assert fit_to_context(2048, context_length=64, template_tokens=4, max_tokens=64) == 0

@@ -29,7 +29,7 @@ from serving.backend import (
     GenerationResult,
     UnknownModel,
 )
-from serving.budget import cut_to_budget
+from serving.budget import cut_to_budget, fit_to_context
 from serving.event_logger import EventLogger
 from serving.gateway.config import GatewaySettings
 from serving.gateway.errors import (
@@ -199,18 +199,23 @@ class CompletionService:
                 f"no {variant.backend!r} backend is configured for model {variant.model!r}",
                 self.settings.retry_after_s,
             )
-        cut = cut_to_budget(
-            request.prompt_text,
-            request.suffix or "",
-            budget=variant.context_tokens,
-            prefix_share=variant.prefix_share,
-            count=backend.count_tokens,
-        )
         decoding = variant.decoding
         stop = fim.stop_strings(variant.fim_template, (*decoding.stop, *request.stop_strings))
         max_tokens = decoding.max_tokens
         if request.max_tokens is not None:
             max_tokens = min(max_tokens, request.max_tokens)
+        cut = cut_to_budget(
+            request.prompt_text,
+            request.suffix or "",
+            budget=fit_to_context(
+                variant.context_tokens,
+                context_length=backend.context_length,
+                template_tokens=backend.count_tokens(fim.render(variant.fim_template, "", "")),
+                max_tokens=max_tokens,
+            ),
+            prefix_share=variant.prefix_share,
+            count=backend.count_tokens,
+        )
         generation = GenerationRequest(
             prompt=fim.render(variant.fim_template, cut.prefix, cut.suffix),
             model=variant.model,
