@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 Text = Annotated[str, StringConstraints(max_length=1_000_000)]
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -93,6 +93,8 @@ class CompletionRequest(BaseModel):
     ide: Label = "unknown"
     org: Label = "unknown"
     plugin_version: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    # When the IDE asked, by its clock; used for event times only with ``trust_client_time``.
+    client_ts: AwareDatetime | None = None
 
     @property
     def prompt_text(self) -> str:
