@@ -550,7 +550,14 @@ def load_experiment_data(
     first_exposure = min(firsts) if firsts else None
     params: dict[str, Any] = {"experiment": experiment, "pre_days": pre_period_days}
     if first_exposure is None:
-        return ExperimentData(experiment, users_per_arm, None, None, [], {}, source)
+        # Nobody exposed yet: every metric of every arm is empty (n = 0), not missing, so the
+        # analysis and the gates see "no data" rather than failing on a lookup.
+        empty = [
+            MetricStats(metric.name, arm, None, _empty_moments(metric, cuped))
+            for arm in users_per_arm
+            for metric in METRIC_DEFS
+        ]
+        return ExperimentData(experiment, users_per_arm, None, None, empty, {}, source)
     # A static lower bound lets the planner skip partitions older than any counted event.
     params["lo"] = first_exposure - dt.timedelta(days=pre_period_days + 1 if cuped else 0)
     params["hi"] = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -596,6 +603,13 @@ def load_experiment_data(
         source=source,
         rollups_as_of=as_of,
     )
+
+
+def _empty_moments(metric: MetricDef, cuped: bool) -> Moments:
+    kind = _moments_type(metric, cuped)
+    values: dict[str, Any] = {field.name: 0.0 for field in dataclasses.fields(kind)}
+    values["n"] = 0
+    return kind(**values)
 
 
 def _latency_p95(

@@ -87,9 +87,7 @@ def run_check(conn: sqlalchemy.Connection, scenario: Scenario, truth: Truth) -> 
         ]
         return CheckResult(kind="a/a", rows=rows, report=report)
     control = scenario.experiment.arms[0].name
-    checked = [
-        result for result in report.results if result.metric in scenario.check_metrics
-    ]
+    checked = [result for result in report.results if result.metric in scenario.check_metrics]
     level = ALPHA / max(1, len(checked))
     rows = []
     for result in checked:

@@ -127,8 +127,7 @@ def _load(
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     cursor = conn.execute(
         sql.SQL(
-            "INSERT INTO exposure ({names}) SELECT {names} FROM sim_exposure "
-            "ON CONFLICT DO NOTHING"
+            "INSERT INTO exposure ({names}) SELECT {names} FROM sim_exposure ON CONFLICT DO NOTHING"
         ).format(names=names)
     )
     conn.execute("DROP TABLE sim_exposure")
