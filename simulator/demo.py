@@ -85,7 +85,7 @@ class DemoResult:
 
 
 def reset_demo(url: str, scenario: Scenario) -> None:
-    """Delete the demo's experiment and its fleet's events; rollups are rebuilt from scratch."""
+    """Delete the demo's experiment, its fleet's events and their rollups."""
     key = scenario.experiment.key
     prefix = f"{scenario.name}-dev-%"
     with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
@@ -103,7 +103,9 @@ def reset_demo(url: str, scenario: Scenario) -> None:
         conn.execute("DELETE FROM experiment_audit WHERE experiment_key = %s", (key,))
         conn.execute("DELETE FROM experiments WHERE key = %s", (key,))
         conn.execute("UPDATE registry_version SET version = version + 1")
-        conn.execute("TRUNCATE metric_rollup_daily, exposure_day_rollup, rollup_state")
+        # Rollups are per user: the fleet's rows go, everyone else's stay valid.
+        conn.execute("DELETE FROM metric_rollup_daily WHERE user_id LIKE %s", (prefix,))
+        conn.execute("DELETE FROM exposure_day_rollup WHERE experiment = %s", (key,))
 
 
 def demo_exists(url: str, scenario: Scenario) -> bool:
@@ -136,7 +138,10 @@ def prepare_live(url: str, scenario: Scenario, timeline: Timeline, out: TextIO) 
     )
     with psycopg.connect(libpq_conninfo(url)) as conn:
         loaded = run_direct(conn, scenario, timeline=history, coverage=0.0)
-    out.write(f"history: {loaded.events:,} events of {scenario.pre_days:g} day(s) loaded\n")
+    out.write(
+        f"history: {loaded.events:,} events of {scenario.pre_days:g} day(s) loaded "
+        f"in {loaded.seconds:.1f} s\n"
+    )
     register_experiment(url, scenario.experiment, actor=ACTOR)
     time.sleep(REGISTRY_PROPAGATION_S)
 
@@ -191,6 +196,7 @@ async def drive_fleet(
             result.completions += stats.completions
             if not gate:
                 continue
+            gate_began = time.perf_counter()
             decision = await asyncio.to_thread(
                 _gate_after_day,
                 url,
@@ -199,7 +205,7 @@ async def drive_fleet(
                 sim_stage_start=sim_stage_start,
             )
             result.decisions.append(f"day {day + 1}: {decision}")
-            out.write(f"  gate: {decision}\n")
+            out.write(f"  gate: {decision} ({time.perf_counter() - gate_began:.1f} s)\n")
             if decision.startswith(Decision.ADVANCE.value):
                 sim_stage_start = end
             await asyncio.sleep(REGISTRY_PROPAGATION_S)
@@ -310,7 +316,10 @@ def run_demo(url: str, options: DemoOptions, out: TextIO = sys.stdout) -> DemoRe
         collector_port=options.collector_port,
         gateway_port=options.gateway_port,
     ) as (collector_url, gateway_url):
-        out.write(f"collector {collector_url}, gateway {gateway_url}\n")
+        out.write(
+            f"collector {collector_url}, gateway {gateway_url} "
+            f"(up in {time.perf_counter() - began:.0f} s)\n"
+        )
         if demo_exists(url, scenario):
             out.write("reusing the data of an earlier run (`--reset` to simulate again)\n")
         else:
@@ -327,7 +336,9 @@ def run_demo(url: str, options: DemoOptions, out: TextIO = sys.stdout) -> DemoRe
                     gate=True,
                 )
             )
+        results_began = time.perf_counter()
         print_results(url, scenario, out)
+        out.write(f"(analysis in {time.perf_counter() - results_began:.1f} s)\n")
         result.wall_s = time.perf_counter() - began
         if result.simulated:
             lost = result.events_sent - result.events_acknowledged
