@@ -4,7 +4,8 @@ No gateway and no HTTP: a stand-in assigns arms exactly as the gateway does (sam
 layer split, coverage and targeting), serves completions with a latency and an error rate, and
 the developers' events follow from ``Behaviour``. Developers are generated in chunks, so memory
 stays bounded at millions of events. Loading uses the collector store's write path (binary
-COPY); the rows are what the collector would have stored for the same events.
+COPY into staging, then a de-duplicating INSERT); the rows are what the collector would have
+stored for the same events.
 """
 
 from __future__ import annotations
@@ -118,19 +119,23 @@ def _load(
     columns: dict[str, Column],
     nulls: dict[str, npt.NDArray[np.bool_]],
 ) -> int:
-    if table != "exposure":
-        return copy_columns(conn, table, columns, nulls)
-    # Exposure ids are deterministic per (experiment, user): a second run of a scenario must
-    # skip the users already exposed, as the collector's ON CONFLICT DO NOTHING does.
-    conn.execute("CREATE TEMPORARY TABLE sim_exposure (LIKE exposure) ON COMMIT DROP")
-    copy_columns(conn, "sim_exposure", columns, nulls)
+    # As the collector's store does: COPY into a staging table, then INSERT what is not there
+    # yet. Ids and times follow from the scenario's seed, so a second run of a scenario adds
+    # nothing instead of failing on the first duplicate key.
+    staging = sql.Identifier(f"sim_{table}")
+    conn.execute(
+        sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {})").format(
+            staging, sql.Identifier(table)
+        )
+    )
+    copy_columns(conn, f"sim_{table}", columns, nulls)
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     cursor = conn.execute(
         sql.SQL(
-            "INSERT INTO exposure ({names}) SELECT {names} FROM sim_exposure ON CONFLICT DO NOTHING"
-        ).format(names=names)
+            "INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT DO NOTHING"
+        ).format(table=sql.Identifier(table), names=names, staging=staging)
     )
-    conn.execute("DROP TABLE sim_exposure")
+    conn.execute(sql.SQL("TRUNCATE {}").format(staging))
     return cursor.rowcount
 
 
@@ -142,8 +147,13 @@ def run_direct(
     coverage: float | None = None,
     chunk_developers: int = 20_000,
     progress: Callable[[int, int], None] | None = None,
+    commit: bool = True,
 ) -> DirectResult:
-    """Generate the scenario and COPY it in (partitions for its days must exist)."""
+    """Generate the scenario and COPY it in (partitions for its days must exist).
+
+    With ``commit`` each chunk of developers is committed; without, the caller's transaction
+    holds everything (tests roll it back).
+    """
     started = time.perf_counter()
     span = timeline or Timeline.for_scenario(scenario)
     config = scenario.experiment
@@ -213,7 +223,8 @@ def run_direct(
         for table, payload in tables.items():
             columns, nulls = with_received_at(payload)
             rows[table] = rows.get(table, 0) + _load(conn, table, columns, nulls)
-        conn.commit()
+        if commit:
+            conn.commit()
         sessions_made += len(sessions.ids)
         suggestions_made += n
         if progress is not None:

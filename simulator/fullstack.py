@@ -143,6 +143,13 @@ class EventSender:
                 self.counts.rejected += len(rejected)
                 self.rejections += [f"{r['field']}: {r['reason']}" for r in rejected[:3]]
                 return
+            if response is not None and response.status_code == 413 and len(batch) > 1:
+                # Over this collector's batch or body limit: send it in halves.
+                self.counts.sent -= len(batch)
+                half = len(batch) // 2
+                await self._post(batch[:half])
+                await self._post(batch[half:])
+                return
             # 503 (database away), 429, 5xx and broken connections are worth retrying:
             # the collector stores each event once, however often it is sent.
             if response is not None and response.status_code < 500 and response.status_code != 429:
