@@ -1,9 +1,9 @@
-# `make run` sets everything up and starts the collector; `make test` runs the test suite.
+# `make run` sets everything up and runs the demo (`codelift demo`); `make test` runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run check test bench bench-assignment bench-analysis bench-gateway clean
+.PHONY: install run collector check test bench bench-assignment bench-analysis bench-gateway bench-e2e clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(BIN)/codelift: pyproject.toml
 install: $(BIN)/codelift
 
 run: install
+	$(BIN)/codelift demo
+
+collector: install
 	$(BIN)/codelift db upgrade
 	$(BIN)/codelift collector
 
@@ -36,6 +39,9 @@ bench-analysis: install
 
 bench-gateway: install
 	$(BIN)/python bench/gateway.py
+
+bench-e2e: install
+	$(BIN)/python -m bench.e2e
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

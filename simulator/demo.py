@@ -80,6 +80,7 @@ class DemoResult:
     events_failed: int = 0
     events_stored: int = 0
     decisions: list[str] = dataclasses.field(default_factory=list)
+    collector_batch_ms: list[float] = dataclasses.field(default_factory=list)
     wall_s: float = 0.0
     simulated: bool = False
 
@@ -213,6 +214,7 @@ async def drive_fleet(
     result.events_sent = counts.sent
     result.events_acknowledged = counts.acknowledged
     result.events_failed = counts.failed + counts.rejected
+    result.collector_batch_ms = counts.batch_ms
     if sender.rejections:
         out.write(f"  collector rejected: {sender.rejections[:5]}\n")
     result.events_stored = stored_events(url, scenario, since=began)

@@ -172,6 +172,8 @@ class SpanStats:
     events: int
     gateway_ms: list[float]
     wall_s: float
+    # Of which asking the gateway for the completions.
+    serve_s: float
 
 
 class FullStackFleet:
@@ -203,6 +205,7 @@ class FullStackFleet:
         self.gateway_errors: dict[str, int] = {}
         # Latency truth is not known here (the gateway's latency is real): acceptance only.
         self.truth = Truth()
+        self.spans: list[SpanStats] = []
 
     async def run_span(
         self,
@@ -226,18 +229,23 @@ class FullStackFleet:
         self.sessions_made += len(sessions.ids)
         if progress is not None:
             progress.total = len(suggestions)
+        serving = time.perf_counter()
         served, latencies = await self._serve(client, sessions, suggestions, progress)
+        serve_s = time.perf_counter() - serving
         self.truth.add(self.behaviour.truth(suggestions, served, served.latency_ms))
         tables = self.behaviour.events(sessions, suggestions, served, self.rng)
         events = [e for name, table in tables.items() for e in table_events(name, table)]
         await sender.send(events)
-        return SpanStats(
+        stats = SpanStats(
             completions=len(suggestions),
             errors=int(served.error.sum()),
             events=len(events),
             gateway_ms=latencies,
             wall_s=time.perf_counter() - began,
+            serve_s=serve_s,
         )
+        self.spans.append(stats)
+        return stats
 
     async def _serve(
         self,
