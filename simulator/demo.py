@@ -31,6 +31,7 @@ from codelift.auth.keys import create_api_key
 from codelift.auth.models import Scope
 from codelift.db.connection import libpq_conninfo, make_engine
 from codelift.db.migrate import upgrade
+from collector.schemas import EVENT_TYPES
 from experiments.analysis import analyze_experiment
 from experiments.analysis_cli import gate_analyzer
 from experiments.gate_runner import gate_history, run_gate, stage_started_at
@@ -90,15 +91,8 @@ def reset_demo(url: str, scenario: Scenario) -> None:
     key = scenario.experiment.key
     prefix = f"{scenario.name}-dev-%"
     with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
-        for table in (
-            "completion_served",
-            "suggestion_shown",
-            "suggestion_outcome",
-            "persistence_check",
-            "typing_volume",
-            "feedback",
-            "exposure",
-        ):
+        # Event type names are their tables' names.
+        for table in EVENT_TYPES:
             conn.execute(f"DELETE FROM {table} WHERE user_id LIKE %s", (prefix,))
         conn.execute("DELETE FROM gate_decisions WHERE experiment_key = %s", (key,))
         conn.execute("DELETE FROM experiment_audit WHERE experiment_key = %s", (key,))

@@ -16,7 +16,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from experiments.config import ExperimentConfig, load_config, parse_config
+from experiments.config import (
+    ExperimentConfig,
+    load_config,
+    parse_config,
+    validation_problems,
+)
 
 Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -171,9 +176,5 @@ def load_scenario(path: Path) -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in error['loc']) or '(scenario)'}: "
-            f"{error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors(include_url=False)
-        ]
+        problems = validation_problems(exc, whole="(scenario)")
         raise ScenarioError(f"{path}: invalid scenario:\n  " + "\n  ".join(problems)) from None

@@ -22,7 +22,7 @@ from serving.gateway.launch import assignment_service
 from serving.gateway.main import create_app
 from serving.gateway.server import running
 from serving.local.engine import DEFAULT_CHECKPOINT, LocalEngine
-from simulator.demo import drive_fleet
+from simulator.demo import demo_exists, drive_fleet, print_results, reset_demo
 from simulator.direct import Timeline
 from simulator.fullstack import Endpoints
 from simulator.scenario import Scenario, load_scenario
@@ -123,3 +123,18 @@ def test_a_small_fleet_through_gateway_and_collector_loses_no_event(
     assert exposures is not None and exposures["n"] > 0
     assert exposures["first"].timestamp() >= timeline.experiment_start
     assert "gate: hold at coverage 1" in out.getvalue()
+
+    # The demo's results: the compact table, the gate's decision, feedback per arm.
+    report = io.StringIO()
+    print_results(database_url, scenario, report)
+    text = report.getvalue()
+    assert "=== demo-lora: running, coverage 1 ===" in text
+    assert "lora  all" in text and "acceptance" in text
+    assert "hold     coverage 1: at the last stage" in text
+    assert "Feedback per arm:" in text
+
+    # --reset removes the experiment and the fleet's events.
+    reset_demo(database_url, scenario)
+    assert not demo_exists(database_url, scenario)
+    left = pg.execute("SELECT count(*) AS n FROM suggestion_shown WHERE user_id LIKE 'demo-dev-%%'")
+    assert left.fetchone() == {"n": 0}
