@@ -66,11 +66,14 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def run_check(conn: sqlalchemy.Connection, scenario: Scenario, truth: Truth) -> CheckResult:
-    """Analyze the scenario's experiment (rollups refreshed, CUPED on) and judge it."""
+def run_check(
+    conn: sqlalchemy.Connection, scenario: Scenario, truth: Truth, *, cuped: bool = True
+) -> CheckResult:
+    """Analyze the scenario's experiment as ``codelift analyze --by language`` does (rollups
+    refreshed; CUPED unless ``cuped`` is False) and judge it."""
     refresh_rollups(conn)
     report = analyze_experiment(
-        conn, scenario.experiment, by_language=True, cuped=True, alpha=ALPHA
+        conn, scenario.experiment, by_language=True, cuped=cuped, alpha=ALPHA
     )
     if scenario.is_aa:
         rows = [

@@ -69,6 +69,9 @@ def simulate(
     developers: Annotated[int | None, typer.Option(help="Override the fleet's size.")] = None,
     days: Annotated[float | None, typer.Option(help="Override the simulated days.")] = None,
     concurrency: Annotated[int, typer.Option(help="Full stack: requests in flight.")] = 8,
+    cuped: Annotated[bool, typer.Option(help="--check: analyze with CUPED (as analyze does).")] = (
+        True
+    ),
 ) -> None:
     """Simulate a fleet of developers using the assistant, with the scenario's true effects."""
     logging.basicConfig(level=logging.WARNING)
@@ -76,7 +79,7 @@ def simulate(
     with database_url(get_database_settings()) as url:
         upgrade(url)
         if mode is Mode.DIRECT:
-            run = simulate_direct(url, scenario, check=check)
+            run = simulate_direct(url, scenario, check=check, cuped=cuped)
             result = run.result
             typer.echo(
                 f"{scenario.name}: {result.events:,} events in {result.seconds:.1f} s "
@@ -85,7 +88,7 @@ def simulate(
             )
             verdict = run.check
         else:
-            verdict = _full_stack(url, scenario, check=check, concurrency=concurrency)
+            verdict = _full_stack(url, scenario, check=check, concurrency=concurrency, cuped=cuped)
     if verdict is not None:
         typer.echo(verdict.render())
         if not verdict.passed:
@@ -93,7 +96,7 @@ def simulate(
 
 
 def _full_stack(
-    url: str, scenario: Scenario, *, check: bool, concurrency: int
+    url: str, scenario: Scenario, *, check: bool, concurrency: int, cuped: bool
 ) -> CheckResult | None:
 
     ingest_key, serve_key = make_keys(url)
@@ -133,7 +136,7 @@ def _full_stack(
         with engine.begin() as conn:
             # The gateway's latency is real, so only acceptance has a known truth here.
             only_acceptance = scenario.model_copy(update={"check_metrics": ("acceptance_rate",)})
-            return run_check(conn, only_acceptance, fleet.truth)
+            return run_check(conn, only_acceptance, fleet.truth, cuped=cuped)
     finally:
         engine.dispose()
 

@@ -41,7 +41,7 @@ F64 = npt.NDArray[np.float64]
 
 MODEL = "codelift-fim-small"
 EMPTY_COMPLETION_SHARE = 0.05
-# The last simulated event lies this far before the wall clock (persistence checks come later).
+# Sessions end this long before midnight (persistence checks come up to 10 minutes later).
 END_MARGIN_S = 15 * 60
 
 
@@ -55,8 +55,14 @@ class Timeline:
 
     @classmethod
     def for_scenario(cls, scenario: Scenario, end: float | None = None) -> Timeline:
-        """The scenario's span, ending ``end`` (unix seconds; default: a little before now)."""
-        stop = end if end is not None else time.time() - END_MARGIN_S
+        """The scenario's span, ending ``end`` (unix seconds).
+
+        By default it ends a little before the last UTC midnight: sessions then fall at the same
+        times of day whatever the date, so a seed always gives the same events (shifted by
+        whole days), and the last persistence checks still lie in the past.
+        """
+        midnight = float(np.floor(time.time() / 86_400) * 86_400)
+        stop = end if end is not None else midnight - END_MARGIN_S
         begin = stop - (scenario.pre_days + scenario.days) * 86_400
         return cls(start=begin, experiment_start=begin + scenario.pre_days * 86_400, end=stop)
 

@@ -52,7 +52,12 @@ class DirectRun:
 
 
 def simulate_direct(
-    url: str, scenario: Scenario, *, check: bool, timeline: Timeline | None = None
+    url: str,
+    scenario: Scenario,
+    *,
+    check: bool,
+    cuped: bool = True,
+    timeline: Timeline | None = None,
 ) -> DirectRun:
     """Register the experiment, generate and load the scenario, and check it if asked."""
     span = timeline or Timeline.for_scenario(scenario)
@@ -65,7 +70,7 @@ def simulate_direct(
         engine = make_engine(url, pool_size=1)
         try:
             with engine.begin() as connection:
-                verdict = run_check(connection, scenario, result.truth)
+                verdict = run_check(connection, scenario, result.truth, cuped=cuped)
         finally:
             engine.dispose()
     return DirectRun(result=result, check=verdict)
