@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -31,6 +33,21 @@ from simulator.scenario import Scenario, ScenarioError, load_scenario
 from simulator.stack import ServiceFailed, running_stack
 
 DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "examples" / "scenarios" / "demo.yaml"
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt, so the services are stopped in order.
+
+    A shell starts background jobs with SIGINT ignored, and Python (and asyncio) then leave it
+    ignored; a supervisor stops with SIGTERM, which would otherwise kill the demo without
+    stopping its children.
+    """
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 class Mode(enum.StrEnum):
@@ -158,6 +175,7 @@ def demo(
 ) -> None:
     """The whole platform on this machine: services, a fleet through a gated rollout, results."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _interrupt_on_signals()
     scenario = _scenario(scenario_path, developers, days)
     settings = get_database_settings()
     options = DemoOptions(
