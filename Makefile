@@ -1,10 +1,10 @@
-# `make run` sets everything up and starts the collector; `make test` runs the test suite.
+# `make run` sets everything up and runs the demo (`codelift demo`); `make test` runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run check test bench bench-assignment bench-analysis bench-gateway bench-dashboard \
-	bench-feedback bench-lora dashboard clean
+.PHONY: install run collector check test bench bench-assignment bench-analysis bench-gateway \
+	bench-dashboard bench-feedback bench-lora bench-e2e dashboard clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(BIN)/codelift: pyproject.toml
 install: $(BIN)/codelift
 
 run: install
+	$(BIN)/codelift demo
+
+collector: install
 	$(BIN)/codelift db upgrade
 	$(BIN)/codelift collector
 
@@ -49,6 +52,9 @@ bench-feedback: install
 
 bench-lora: install
 	$(BIN)/python -m bench.lora
+
+bench-e2e: install
+	$(BIN)/python -m bench.e2e
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -24,6 +24,8 @@ from experiments.analysis_cli import gate as gate_command
 from experiments.cli import app as experiments_app
 from experiments.rollups import refresh_rollups
 from feedback.cli import app as feedback_app
+from simulator.cli import demo as demo_command
+from simulator.cli import simulate as simulate_command
 
 app = typer.Typer(
     no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants."
@@ -38,6 +40,8 @@ app.command("analyze")(analyze_command)
 app.command("gate")(gate_command)
 app.command("backtest")(backtest_command)
 app.command("dashboard")(dashboard_command)
+app.command("simulate")(simulate_command)
+app.command("demo")(demo_command)
 
 
 def _setup_logging(level: str = "info") -> None:

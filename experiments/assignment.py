@@ -59,7 +59,8 @@ MAX_REFRESH_BACKOFF_S = 30.0
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AssignmentRequest:
-    """Who asks and from where; ``session_id`` and ``plugin_version`` only go on exposures."""
+    """Who asks and from where; ``session_id``, ``plugin_version`` and ``served_at`` (unix
+    time of the request; None means now) only go on exposures."""
 
     user_id: str
     language: str
@@ -67,6 +68,7 @@ class AssignmentRequest:
     ide: str
     session_id: str | None = None
     plugin_version: str | None = None
+    served_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

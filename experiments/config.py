@@ -273,16 +273,21 @@ class ExperimentConfig(BaseModel):
         return self.rollout.stages[0].coverage if self.rollout.stages else 1.0
 
 
+def validation_problems(exc: ValidationError, *, whole: str = "(definition)") -> list[str]:
+    """Each error of ``exc`` as "dotted.field: message" (``whole`` when it has no field)."""
+    return [
+        f"{'.'.join(str(part) for part in error['loc']) or whole}: "
+        f"{error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors(include_url=False)
+    ]
+
+
 def parse_config(data: Any) -> ExperimentConfig:
     """Validate a definition already read into Python objects."""
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(part) for part in error['loc']) or '(definition)'}: "
-            f"{error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors(include_url=False)
-        ]
+        problems = validation_problems(exc)
         raise ConfigError("invalid experiment definition:\n  " + "\n  ".join(problems)) from None
 
 

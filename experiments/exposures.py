@@ -149,7 +149,8 @@ class ExposureRecorder:
                 with self._progress:
                     self._dropped += 1
                 continue
-            self._pending.append((name, time.time(), request, arm))
+            served_at = request.served_at if request.served_at is not None else time.time()
+            self._pending.append((name, served_at, request, arm))
             self._seen.add(name)
             with self._progress:
                 self._queued += 1

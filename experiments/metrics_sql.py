@@ -565,7 +565,12 @@ def load_experiment_data(
         "until_day": until or dt.date.max,
     }
     if first_exposure is None:
-        return ExperimentData(experiment, users_per_arm, None, None, [], {}, source)
+        # Nobody exposed yet: every metric of every arm is empty (n = 0), not missing, so the
+        # analysis and the gates see "no data" rather than failing on a lookup.
+        empty = [
+            stats for arm in users_per_arm for stats in metric_stats(None, arm, None, cuped=cuped)
+        ]
+        return ExperimentData(experiment, users_per_arm, None, None, empty, {}, source)
     # A static lower bound lets the planner skip partitions older than any counted event.
     params["lo"] = first_exposure - dt.timedelta(days=pre_period_days + 1 if cuped else 0)
     if source == "raw":

@@ -37,7 +37,7 @@ from experiments.exposures import exposure_id
 LANGUAGES = ("python", "typescript", "java", "go", "rust", "cpp", "kotlin", "ruby")
 ARMS = ("control", "treatment")
 EVENTS_PER_SUGGESTION = 3.9
-_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -171,11 +171,12 @@ def copy_columns(
 # --- value helpers ------------------------------------------------------------------------------
 
 
-def _pg_time(unix_seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    return ((unix_seconds - _PG_EPOCH.timestamp()) * 1e6).astype(np.int64)
+def pg_time(unix_seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Unix times as binary COPY timestamptz values (microseconds since 2000-01-01 UTC)."""
+    return ((unix_seconds - PG_EPOCH.timestamp()) * 1e6).astype(np.int64)
 
 
-def _ids(prefix: bytes, numbers: npt.NDArray[np.int64], width: int = 12) -> npt.NDArray[Any]:
+def hex_ids(prefix: bytes, numbers: npt.NDArray[np.int64], width: int = 12) -> npt.NDArray[Any]:
     """``prefix`` + ``numbers`` in fixed-width lower-case hex, as a bytes array."""
     shifts = np.arange(width - 1, -1, -1, dtype=np.int64) * 4
     digits = _HEX[(numbers[:, None] >> shifts) & 0xF]
@@ -184,11 +185,13 @@ def _ids(prefix: bytes, numbers: npt.NDArray[np.int64], width: int = 12) -> npt.
     return raw.view(f"S{len(prefix) + width}").reshape(-1)
 
 
-def _uuids(rng: np.random.Generator, n: int) -> npt.NDArray[Any]:
+def random_uuids(rng: np.random.Generator, n: int) -> npt.NDArray[Any]:
+    """``n`` random 16-byte ids, as binary COPY uuid values."""
     return rng.integers(0, 256, size=(n, 16), dtype=np.uint8).view("S16").reshape(-1)
 
 
-def _const(value: bytes, n: int) -> npt.NDArray[Any]:
+def const_bytes(value: bytes, n: int) -> npt.NDArray[Any]:
+    """``value`` repeated ``n`` times, as a bytes array."""
     return np.full(n, value, dtype=f"S{max(1, len(value))}")
 
 
@@ -227,8 +230,8 @@ def _load_chunk(
     n_users = len(users)
     n_lang = len(config.languages)
     languages = np.array([lang.encode() for lang in config.languages])
-    user_ids = _ids(b"u", users, width=8)
-    sessions = _ids(b"s", users, width=8)
+    user_ids = hex_ids(b"u", users, width=8)
+    sessions = hex_ids(b"s", users, width=8)
     ides = np.array([ide.encode() for ide in config.ides])
     user_ide = _spread(users, len(config.ides))
     arm = rng.integers(0, 2, n_users)
@@ -258,22 +261,22 @@ def _load_chunk(
     # completion_served
     latency = rng.lognormal(np.log(180.0), 0.5, n)
     error = rng.random(n) < 0.01
-    suggestion = _ids(b"sg", counter + np.arange(n, dtype=np.int64))
-    request = _ids(b"rq", counter + np.arange(n, dtype=np.int64))
+    suggestion = hex_ids(b"sg", counter + np.arange(n, dtype=np.int64))
+    request = hex_ids(b"rq", counter + np.arange(n, dtype=np.int64))
     chars = 1 + rng.poisson(60, n)
     written = {"_suggestions": n}
 
     def common(index: npt.NDArray[np.int64], when: npt.NDArray[np.float64]) -> dict[str, Column]:
         k = len(index)
         return {
-            "event_id": ("uuid", _uuids(rng, k)),
-            "client_ts": ("timestamptz", _pg_time(when)),
-            "received_at": ("timestamptz", _pg_time(when + 1.0)),
+            "event_id": ("uuid", random_uuids(rng, k)),
+            "client_ts": ("timestamptz", pg_time(when)),
+            "received_at": ("timestamptz", pg_time(when + 1.0)),
             "schema_version": ("int2", np.ones(k, dtype=np.int16)),
             "user_id": ("text", user_ids[who[index]]),
             "session_id": ("text", sessions[who[index]]),
             "ide": ("text", ides[user_ide[who[index]]]),
-            "plugin_version": ("text", _const(b"1.4.2", k)),
+            "plugin_version": ("text", const_bytes(b"1.4.2", k)),
             "language": ("text", languages[lang[index]]),
         }
 
@@ -283,13 +286,13 @@ def _load_chunk(
         "suggestion_id": ("text", suggestion),
         "request_id": ("text", request),
         "arms": ("jsonb", arms_json[arm[who]]),
-        "model": ("text", _const(b"codelift-fim-small", n)),
+        "model": ("text", const_bytes(b"codelift-fim-small", n)),
         "latency_ms": ("float8", latency),
         "prompt_tokens": ("int4", rng.integers(200, 2048, n).astype(np.int32)),
         "completion_chars": ("int4", chars.astype(np.int32)),
         "completion_lines": ("int4", (1 + chars // 40).astype(np.int32)),
-        "finish_reason": ("text", _const(b"stop", n)),
-        "error": ("text", _const(b"timeout", n)),
+        "finish_reason": ("text", const_bytes(b"stop", n)),
+        "error": ("text", const_bytes(b"timeout", n)),
     }
     written["completion_served"] = copy_columns(
         conn, "completion_served", served, {"error": ~error}
@@ -310,7 +313,7 @@ def _load_chunk(
             "chars": ("int4", chars[shown].astype(np.int32)),
             "lines": ("int4", lines.astype(np.int32)),
             "multiline": ("bool", (lines > 1).astype(np.uint8)),
-            "trigger": ("text", _const(b"auto", len(shown))),
+            "trigger": ("text", const_bytes(b"auto", len(shown))),
         },
     )
 
@@ -376,8 +379,8 @@ def _load_chunk(
         "typing_volume",
         common(typing, ts[typing])
         | {
-            "window_start": ("timestamptz", _pg_time(ts[typing] - 300)),
-            "window_end": ("timestamptz", _pg_time(ts[typing])),
+            "window_start": ("timestamptz", pg_time(ts[typing] - 300)),
+            "window_end": ("timestamptz", pg_time(ts[typing])),
             "chars_typed_manual": ("int4", typed),
             "chars_accepted_ai": ("int4", ai),
             "chars_deleted": ("int4", zero),
@@ -397,7 +400,7 @@ def _load_chunk(
     )
     exposure = common(exposing, ts[exposing]) | {
         "event_id": ("uuid", ids),
-        "experiment": ("text", _const(config.experiment.encode(), len(exposed))),
+        "experiment": ("text", const_bytes(config.experiment.encode(), len(exposed))),
         "arm": ("text", np.array([a.encode() for a in ARMS])[arm[exposed]]),
     }
     written["exposure"] = copy_columns(conn, "exposure", exposure)
@@ -443,10 +446,10 @@ def _load_feedback(
     texts = np.array([[c[2].encode(), c[1].encode()] for c in FEEDBACK_COMMENTS])
     # Rated a few seconds after the suggestion was served.
     rows = common(picked, ts[picked] + 5.0) | {
-        "rating_scale": ("text", _const(b"thumbs", len(picked))),
+        "rating_scale": ("text", const_bytes(b"thumbs", len(picked))),
         "rating": ("int2", np.where(positive, 1, -1).astype(np.int16)),
         "text": ("text", texts[theme, positive.astype(int)]),
-        "target": ("text", _const(b"suggestion", len(picked))),
+        "target": ("text", const_bytes(b"suggestion", len(picked))),
         "suggestion_id": ("text", suggestion[picked]),
     }
     return copy_columns(conn, "feedback", rows)

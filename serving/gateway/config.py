@@ -79,6 +79,10 @@ class GatewaySettings(DatabaseSettings):
     registry_refresh_s: float = Field(default=1.0, gt=0)
     # What a 503 asks the client to wait before retrying, unless the backend says otherwise.
     retry_after_s: int = Field(default=1, ge=1)
+    # Stamp logged events and exposures with the request's ``client_ts`` instead of the gateway's
+    # clock. Only for replays and the fleet simulator, whose developers live in simulated time;
+    # in production the gateway's own clock is the one to trust.
+    trust_client_time: bool = False
     local: LocalBackendConfig = LocalBackendConfig()
     vllm: tuple[VllmBackendConfig, ...] = ()
 

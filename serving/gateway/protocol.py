@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from experiments.variants import VariantOverrides
 
@@ -99,6 +99,8 @@ class CompletionRequest(BaseModel):
     # offline evaluation. Only keys with the "evaluate" or "admin" scope may send it; nothing is
     # assigned, no exposure is written and no completion_served event is logged.
     variant: VariantOverrides | None = None
+    # When the IDE asked, by its clock; used for event times only with ``trust_client_time``.
+    client_ts: AwareDatetime | None = None
 
     @property
     def prompt_text(self) -> str:

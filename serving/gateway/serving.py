@@ -66,6 +66,8 @@ class Prepared:
     prefix: str
     suffix: str
     prompt_tokens: int
+    # The time logged events carry: the request's client_ts when trusted, else None (now).
+    event_time: dt.datetime | None = None
 
     @property
     def response_model(self) -> str:
@@ -175,6 +177,7 @@ class CompletionService:
             return bad_request("n must be 1 when stream is true", param="n")
         if request.model != DEFAULT_MODEL_ALIAS and request.model not in self.models():
             return unknown_model(request.model)
+        event_time = request.client_ts if self.settings.trust_client_time else None
         if request.variant is not None:
             # Chosen by an evaluating key (checked by the route): no assignment, no exposure.
             variant, arms = self.default_variant.with_overrides(request.variant), {}
@@ -187,6 +190,7 @@ class CompletionService:
                     ide=request.ide.lower(),
                     session_id=request.session_id,
                     plugin_version=request.plugin_version,
+                    served_at=event_time.timestamp() if event_time is not None else None,
                 )
             )
             variant = assignment.variant
@@ -239,6 +243,7 @@ class CompletionService:
             prefix=cut.prefix,
             suffix=cut.suffix,
             prompt_tokens=cut.prefix_tokens + cut.suffix_tokens,
+            event_time=event_time,
         )
 
     # --- generating -----------------------------------------------------------------------------
@@ -471,7 +476,7 @@ class CompletionService:
                 "event_id": str(uuid.uuid4()),
                 "type": "completion_served",
                 "schema_version": 1,
-                "client_ts": dt.datetime.now(dt.UTC).isoformat(),
+                "client_ts": (prepared.event_time or dt.datetime.now(dt.UTC)).isoformat(),
                 "user_id": request.user,
                 "session_id": request.session_id or prepared.request_id,
                 "ide": request.ide,

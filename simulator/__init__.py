@@ -1,0 +1,1 @@
+"""The fleet simulator: synthetic developers using the assistant, with known true effects."""
