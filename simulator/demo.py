@@ -32,6 +32,7 @@ from codelift.auth.models import Scope
 from codelift.db.connection import libpq_conninfo, make_engine
 from codelift.db.migrate import upgrade
 from collector.schemas import EVENT_TYPES
+from dashboard.settings import DashboardSettings
 from experiments.analysis import analyze_experiment
 from experiments.analysis_cli import gate_analyzer
 from experiments.gate_runner import gate_history, run_gate, stage_started_at
@@ -244,7 +245,7 @@ def print_results(url: str, scenario: Scenario, out: TextIO) -> None:
         with engine.begin() as conn:
             refresh_rollups(conn)
             report = analyze_experiment(conn, scenario.experiment, by_language=True, cuped=True)
-            feedback = demo_steps.tag_feedback(conn, key)
+            feedback = demo_steps.tag_feedback(url, conn, key)
             conn.execute(text("SELECT 1"))
         with Session(engine) as session:
             experiment = get_experiment(session, key)
@@ -273,7 +274,7 @@ def print_results(url: str, scenario: Scenario, out: TextIO) -> None:
     for summary in feedback:
         share = summary.rated_positive / summary.rated if summary.rated else 0.0
         themes = ", ".join(f"{t} {s:.0%}" for t, s in summary.themes.items()) or (
-            f"{summary.untagged} untagged (tagging not installed)"
+            "no tagged comments"
         )
         out.write(
             f"  {summary.arm:<6} {summary.comments:>4} comments, {share:.0%} positive; {themes}\n"
@@ -283,11 +284,9 @@ def print_results(url: str, scenario: Scenario, out: TextIO) -> None:
 @contextlib.contextmanager
 def _serving_dashboard(url: str, port: int, out: TextIO) -> Iterator[None]:
     dashboard = demo_steps.start_dashboard(url, port=port)
-    if dashboard is None:
-        out.write("\nThe dashboard is not installed yet (`codelift dashboard`).\n")
-        yield
-        return
     out.write(f"\nDashboard: {dashboard.url}\n")
+    if DashboardSettings().uses_development_passwords:
+        out.write("  log in as admin / admin (development passwords; see README, Dashboard)\n")
     try:
         yield
     finally:

@@ -1,9 +1,4 @@
-"""The demo's steps that other parts of CodeLift provide: feedback tagging and the dashboard.
-
-Each is one function with a stable signature. Where the part is not installed the step does
-what can be done without it (counting feedback per arm; saying the dashboard is missing), so
-the demo runs either way.
-"""
+"""The demo's steps that other parts of CodeLift provide: feedback tagging and the dashboard."""
 
 from __future__ import annotations
 
@@ -11,6 +6,15 @@ import dataclasses
 
 import sqlalchemy
 from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from dashboard import launch
+from dashboard.launch import DashboardProcess
+from feedback.analysis import POSITIVE, theme_shares
+from feedback.worker import tag_all_pending
+
+# Themes shown per arm in the results table.
+TOP_THEMES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +30,7 @@ class FeedbackSummary:
 
 
 def feedback_per_arm(conn: sqlalchemy.Connection, experiment: str) -> list[FeedbackSummary]:
-    """Feedback each arm's developers left after their exposure (untagged: no tagger yet)."""
+    """Feedback each arm's developers left after their exposure (before tagging)."""
     rows = conn.execute(
         text("""
 SELECT e.arm,
@@ -54,28 +58,33 @@ GROUP BY e.arm ORDER BY e.arm
     ]
 
 
-def tag_feedback(conn: sqlalchemy.Connection, experiment: str) -> list[FeedbackSummary]:
-    """Tag pending feedback and return theme shares per arm.
+def tag_feedback(
+    database_url: str, conn: sqlalchemy.Connection, experiment: str
+) -> list[FeedbackSummary]:
+    """Tag pending feedback (training the tagger on first use) and return per arm the comments,
+    their ratings and the most frequent themes among the tagged ones."""
+    tag_all_pending(database_url)
+    shares = theme_shares(Session(bind=conn), by="arm", experiment_key=experiment)
+    summaries = []
+    for summary in feedback_per_arm(conn, experiment):
+        mine = [s for s in shares if s.group == summary.arm and s.theme_id != POSITIVE]
+        top = sorted((s for s in mine if s.share), key=lambda s: -(s.share or 0.0))
+        tagged = max((s.comments for s in mine), default=0)
+        summaries.append(
+            dataclasses.replace(
+                summary,
+                untagged=max(0, summary.comments - tagged),
+                themes={s.theme_id: s.share or 0.0 for s in top[:TOP_THEMES]},
+            )
+        )
+    return summaries
 
-    The tagger comes with the feedback issue; until then every comment is reported untagged.
-    """
-    return feedback_per_arm(conn, experiment)
+
+def start_dashboard(database_url: str, *, port: int) -> DashboardProcess:
+    """Serve the dashboard on ``port`` (0: any free port) reading ``database_url``."""
+    return launch.start_dashboard(database_url=database_url, port=port)
 
 
-@dataclasses.dataclass(frozen=True)
-class Dashboard:
-    """A running dashboard: where to open it, and how to stop it."""
-
-    url: str
-    process: object | None = None
-
-
-def start_dashboard(database_url: str, *, port: int) -> Dashboard | None:
-    """Serve the dashboard on ``port`` reading ``database_url``; None when not installed."""
-    del database_url, port
-    return None
-
-
-def stop_dashboard(dashboard: Dashboard) -> None:
+def stop_dashboard(dashboard: DashboardProcess) -> None:
     """Stop a dashboard ``start_dashboard`` started."""
-    del dashboard
+    dashboard.stop()
