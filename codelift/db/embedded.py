@@ -8,7 +8,9 @@ data folder is the project's own (``.codelift/`` by default), never a shared sys
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,34 @@ log = logging.getLogger(__name__)
 logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 EMBEDDED_DATABASE = "codelift"
+# Where pgserver lists the processes using the server; the last one to leave stops it.
+HANDLE_LIST = ".handle_pids.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_handles(handle_list: Path) -> list[int]:
+    """Drop the processes that died without leaving from pgserver's list; return those left.
+
+    A run that was killed (SIGKILL, a crash) never removes its pid, and pgserver would then never
+    see the last handle leave: the server would keep running after every later run.
+    """
+    if not handle_list.exists():
+        return []
+    pids = [int(pid) for pid in json.loads(handle_list.read_text())]
+    alive = [pid for pid in pids if _alive(pid)]
+    if alive != pids:
+        log.info("forgetting dead embedded PostgreSQL handles %s", sorted(set(pids) - set(alive)))
+        handle_list.write_text(json.dumps(alive))
+    return alive
 
 
 @contextlib.contextmanager
@@ -44,6 +74,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         log.info("embedded PostgreSQL running in %s", pgdata)
         yield uri
     finally:
+        forget_dead_handles(pgdata / HANDLE_LIST)
         server.cleanup()
 
 
