@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import gc
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -73,3 +75,23 @@ def running_in_thread(app: ASGIApp, *, name: str, log_level: str = "warning") ->
         sock.close()
         if thread.is_alive():
             raise RuntimeError(f"the {name} did not stop in {SHUTDOWN_TIMEOUT_S} s")
+
+
+def wait_until_healthy(
+    process: subprocess.Popen[bytes], url: str, *, timeout_s: float, poll_s: float = 0.2
+) -> str | None:
+    """Poll ``url`` until it answers 200 while ``process`` runs.
+
+    Returns None once healthy, else why it never was (the process exited, or the time ran
+    out), for the caller to raise with whatever it knows (its log's tail).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            return f"exited with code {process.returncode}"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return None
+        if time.monotonic() > deadline:
+            return f"not healthy after {timeout_s:g} s"
+        time.sleep(poll_s)

@@ -13,12 +13,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-import httpx
+from codelift.serving_utils import wait_until_healthy
 
 SCRIPT = Path(__file__).with_name("streamlit_app.py")
 STARTUP_TIMEOUT_S = 60.0
@@ -122,16 +121,11 @@ def _tail(log: IO[bytes] | None, size: int = 4000) -> str:
 
 
 def _wait_healthy(running: DashboardProcess) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if running.process.poll() is not None:
-            raise RuntimeError(f"the dashboard exited with code {running.process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{running.url}/_stcore/health", timeout=2.0).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the dashboard did not start in {STARTUP_TIMEOUT_S} s")
-        time.sleep(0.2)
+    failure = wait_until_healthy(
+        running.process, f"{running.url}/_stcore/health", timeout_s=STARTUP_TIMEOUT_S
+    )
+    if failure is not None:
+        raise RuntimeError(f"the dashboard {failure}")
 
 
 @contextlib.contextmanager

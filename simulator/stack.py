@@ -15,12 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import httpx
-
+from codelift.serving_utils import wait_until_healthy
 from experiments.variants import Variant
 
 READY_TIMEOUT_S = 120.0
@@ -76,15 +74,9 @@ def service(
 
 
 def _wait_ready(name: str, process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServiceFailed(f"the {name} exited with {process.returncode}:\n{_tail(log_path)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise ServiceFailed(f"the {name} was not ready in {READY_TIMEOUT_S:.0f} s:\n{_tail(log_path)}")
+    failure = wait_until_healthy(process, url, timeout_s=READY_TIMEOUT_S)
+    if failure is not None:
+        raise ServiceFailed(f"the {name} {failure}:\n{_tail(log_path)}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

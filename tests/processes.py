@@ -17,11 +17,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import httpx
+from codelift.serving_utils import wait_until_healthy
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -141,16 +140,11 @@ class ServiceProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command} exited: {self._log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.command} did not start in {START_TIMEOUT_S} s")
-            time.sleep(0.05)
+        failure = wait_until_healthy(
+            self.process, f"{self.url}/healthz", timeout_s=START_TIMEOUT_S, poll_s=0.05
+        )
+        if failure is not None:
+            raise RuntimeError(f"{self.command} {failure}: {self._log.read_text()[-2000:]}")
 
     @property
     def pid(self) -> int:
