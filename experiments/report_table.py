@@ -95,8 +95,8 @@ def render(report: AnalysisReport) -> str:
         f"data: {first} → {last} (from {report.source}); α = {report.alpha:g}, "
         f"{report.correction} correction across each family shown, sequential N* = "
         f"{report.n_star:g}, CUPED {'on' if report.cuped else 'off'}",
-        "* = significant after correction; ~ = too few users per arm to test (under "
-        f"{report.min_slice_users} in a language); (↓) = lower is better",
+        "* = significant after correction; ~ = too few users to test (a language with under "
+        f"{report.min_effective_users:g} effective users in an arm); (↓) = lower is better",
         "",
     ]
     lines += aligned([HEADER, *(_row(result) for result in report.results)])
