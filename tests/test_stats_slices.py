@@ -23,7 +23,15 @@ import numpy.typing as npt
 
 from experiments.analysis import MIN_SLICE_EFFECTIVE_USERS, AnalysisReport, analyze_data
 from experiments.metrics_sql import ExperimentData, MetricStats
-from experiments.stats.moments import CupedMeanMoments, CupedRatioMoments, Moments
+from experiments.stats import adjust, compare
+from experiments.stats.estimates import effective_users
+from experiments.stats.moments import (
+    CupedMeanMoments,
+    CupedRatioMoments,
+    MeanMoments,
+    Moments,
+    RatioMoments,
+)
 from tests.experiment_definitions import config
 
 FloatArray = npt.NDArray[np.float64]
@@ -162,3 +170,26 @@ def test_the_languages_still_tested_are_calibrated() -> None:
     assert rows >= 2 * REPLICATIONS, rows
     assert row_rate <= _bound(ALPHA, rows), row_rate
     assert family <= _bound(ALPHA, REPLICATIONS), family
+
+
+def test_effective_users_is_n_for_equal_weights_and_the_ones_for_proportions() -> None:
+    assert effective_users(MeanMoments(10, 20.0, 40.0)) == 10.0
+    # 3 ones among 10 users.
+    assert effective_users(MeanMoments(10, 3.0, 3.0)) == 3.0
+    # One user with 9 of the 10 shown suggestions: (10)² / (81 + 1) ≈ 1.2 users.
+    ratio = RatioMoments(2, 5.0, 17.0, 10.0, 82.0, 37.0)
+    assert effective_users(ratio) == 100.0 / 82.0
+    assert effective_users(MeanMoments(4, 0.0, 0.0)) == 4.0
+
+
+def test_a_low_power_comparison_is_shown_but_left_out_of_the_family() -> None:
+    big_c, big_t = MeanMoments(400, 400.0, 800.0), MeanMoments(400, 480.0, 976.0)
+    small_c, small_t = MeanMoments(20, 20.0, 24.0), MeanMoments(20, 40.0, 88.0)
+    small = compare(small_c, small_t, min_effective_users=40.0)
+    assert small.low_power and small.p_rel is not None and small.p_rel < ALPHA
+    big = compare(big_c, big_t, min_effective_users=40.0)
+    assert not big.low_power
+    adjusted = adjust([small, big], "holm")
+    assert not adjusted[0].significant and adjusted[0].p_adjusted is None
+    # A family of one: the big comparison's p-value is not multiplied by 2.
+    assert big.p_rel is not None and adjusted[1].p_adjusted == big.p_rel
