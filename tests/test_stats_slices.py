@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from experiments.analysis import MIN_SLICE_EFFECTIVE_USERS, AnalysisReport, analyze_data
 from experiments.metrics_sql import ExperimentData, MetricStats
+from experiments.report_table import render
 from experiments.stats import adjust, compare
 from experiments.stats.estimates import effective_users
 from experiments.stats.moments import (
@@ -193,3 +194,20 @@ def test_a_low_power_comparison_is_shown_but_left_out_of_the_family() -> None:
     assert not adjusted[0].significant and adjusted[0].p_adjusted is None
     # A family of one: the big comparison's p-value is not multiplied by 2.
     assert big.p_rel is not None and adjusted[1].p_adjusted == big.p_rel
+
+
+def test_the_report_marks_low_power_rows() -> None:
+    report = analyze_data(
+        _data(np.random.default_rng(SEED), 350),
+        CONFIG,
+        status="running",
+        coverage=1.0,
+        by_language=True,
+        cuped=True,
+    )
+    low = [r for r in report.results if r.comparison.low_power]
+    assert low and all(r.language is not None for r in low)
+    assert all(r.adjusted is not None and r.adjusted.p_adjusted is None for r in low)
+    assert report.to_dict()["min_effective_users"] == MIN_SLICE_EFFECTIVE_USERS
+    table = render(report)
+    assert " ~" in table and "effective users" in table
