@@ -32,6 +32,8 @@ def _row(result: MetricResult) -> list[str]:
     marker = ""
     if result.adjusted is not None and result.adjusted.significant:
         marker = " *"
+    elif c.low_power:
+        marker = " ~"
     return [
         result.metric + ("" if METRICS[result.metric].higher_is_better else " (↓)"),
         result.arm,
@@ -93,7 +95,8 @@ def render(report: AnalysisReport) -> str:
         f"data: {first} → {last} (from {report.source}); α = {report.alpha:g}, "
         f"{report.correction} correction across each family shown, sequential N* = "
         f"{report.n_star:g}, CUPED {'on' if report.cuped else 'off'}",
-        "* = significant after correction; (↓) = lower is better",
+        "* = significant after correction; ~ = too few users to test (a language with under "
+        f"{report.min_effective_users:g} effective users in an arm); (↓) = lower is better",
         "",
     ]
     lines += aligned([HEADER, *(_row(result) for result in report.results)])

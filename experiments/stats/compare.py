@@ -11,6 +11,7 @@ from experiments.stats.estimates import (
     ArmEstimate,
     arm_mean,
     check_arm,
+    effective_users,
     estimate,
     is_zero_baseline,
     post_period,
@@ -78,13 +79,16 @@ def compare(
     cuped: bool = True,
     proportion: bool = False,
     higher_is_better: bool = True,
+    min_effective_users: float = 0.0,
 ) -> Comparison:
     """Welch t-test (and optionally the confidence sequence) of treatment vs control.
 
     ``relative`` picks the lift the chance to win is computed on; both lifts are always tested.
     ``proportion`` treats a MeanMoments as 0/1 values with variance p(1 − p). CUPED applies when
     the moments carry a pre-period and ``cuped`` is set. ``higher_is_better`` only orients the
-    chance to win.
+    chance to win. An arm with fewer than ``min_effective_users`` effective users
+    (``effective_users``) marks the result ``low_power``: still computed, but left out of
+    ``adjust``'s family (never significant).
     """
     _check_alpha(alpha)
     if n_star <= 0:
@@ -99,6 +103,7 @@ def compare(
         treatment_mean=arm_mean(treatment),
         cuped_applied=prepared.cuped_applied,
         variance_reduction=prepared.variance_reduction,
+        low_power=min(effective_users(control), effective_users(treatment)) < min_effective_users,
     )
     arm_c, arm_t = prepared.control, prepared.treatment
     if arm_c is None or arm_t is None:

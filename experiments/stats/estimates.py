@@ -97,6 +97,24 @@ def arm_mean(moments: Moments) -> float | None:
     return metric.sum / metric.n
 
 
+def effective_users(moments: Moments) -> float:
+    """Kish's effective number of users behind the arm's metric: (Σw)² / Σw².
+
+    w is the user's denominator for a ratio metric (its weight in Σm / Σd) and the user's value
+    for a mean metric. It is n when every user weighs the same and far less when a few heavy
+    users carry the metric: then the per-user variance, the delta method and CUPED's θ rest on
+    those few, and the normal / t reference is too narrow. For 0/1 values it is the count of 1s.
+    """
+    metric = post_period(moments)
+    if isinstance(metric, RatioMoments):
+        total, squares = metric.d_sum, metric.d_sum_squares
+    else:
+        total, squares = metric.sum, metric.sum_squares
+    if squares <= 0.0:
+        return float(metric.n)
+    return total * total / squares
+
+
 def mean_estimate(moments: MeanMoments, *, proportion: bool = False) -> ArmEstimate:
     """Mean and per-user variance of a mean metric; needs n ≥ 2.
 

@@ -13,7 +13,9 @@ confidence sequence alike). With the m p-values sorted ascending, p(1) ≤ … �
   none), every CI gets γ = max(k, 1)·α/m. For the k selected this is the false-coverage-rate
   interval of Benjamini & Yekutieli (2005); an unselected p(i) is ≥ iα/m ≥ (k + 1)α/m > γ.
 
-Comparisons without the chosen p-value (a non-OK code) are left out of the family.
+Comparisons without the chosen p-value (a non-OK code), and those flagged ``low_power`` (too
+few users per arm for a trustworthy p-value), are left out of the family: never significant,
+and they do not dilute the others' correction.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def _pick(
         p = comparison.seq_p_rel if relative else comparison.seq_p_abs
     else:
         p = comparison.p_rel if relative else comparison.p_abs
-    if p is None or estimate is None or se is None:
+    if p is None or estimate is None or se is None or comparison.low_power:
         return None
     return (p, estimate, se)
 

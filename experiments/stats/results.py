@@ -65,6 +65,10 @@ class Comparison:
     cuped_applied: bool = False
     # 1 − var(adjusted absolute lift) / var(unadjusted absolute lift), when CUPED was applied.
     variance_reduction: float | None = None
+    # An arm has fewer users than the caller's minimum: the test is shown but not trusted (with
+    # heavy-tailed users the delta-method / CUPED standard errors are too small at a few dozen
+    # users per arm), so a multiple-comparison family leaves it out.
+    low_power: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready values: the code as its string, intervals as lists."""
