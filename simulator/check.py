@@ -4,6 +4,8 @@ Effect scenario: for every checked metric (``Scenario.check_metrics``), treatmen
 language (and overall), the true relative lift must lie in the analysis's CI. The CIs are
 Bonferroni intervals over the checked family (level α / m, from each comparison's estimate,
 standard error and degrees of freedom), so the whole check holds with probability ≥ 1 − α.
+Languages the analysis flags ``low_power`` (too few effective users per arm: their standard
+errors run too small) are shown but not judged, as the analysis leaves them out of its tests.
 A/A scenario: no comparison of any metric, overall or per language, may be significant after
 the analysis's own multiple-comparison correction.
 """
@@ -35,6 +37,7 @@ class CheckRow:
     estimate: float | None
     ci: tuple[float, float] | None
     ok: bool
+    judged: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +50,8 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        """Every row is as it should be (and there was something to look at)."""
-        return bool(self.rows) and all(row.ok for row in self.rows)
+        """Every row is as it should be (and there was something to judge)."""
+        return any(row.judged for row in self.rows) and all(row.ok for row in self.rows)
 
     def render(self) -> str:
         """The rows as a table, failures marked."""
@@ -59,6 +62,8 @@ class CheckResult:
             truth = f"{row.truth:+.2%}" if row.truth is not None else "0"
             lift = f"{row.estimate:+.2%}" if row.estimate is not None else "n/a"
             mark = "" if row.ok else "  <-- FAIL"
+            if not row.judged:
+                mark = "  (too few users: not judged)"
             lines.append(
                 f"{row.metric:<18} {row.arm:<10} {row.language or 'all':<11} "
                 f"{truth:>8} {lift:>8}  {ci}{mark}"
@@ -85,13 +90,15 @@ def run_check(
                 estimate=result.comparison.lift_rel,
                 ci=result.adjusted.ci if result.adjusted else None,
                 ok=not (result.adjusted and result.adjusted.significant),
+                judged=not result.comparison.low_power,
             )
             for result in report.results
         ]
         return CheckResult(kind="a/a", rows=rows, report=report)
     control = scenario.experiment.arms[0].name
     checked = [result for result in report.results if result.metric in scenario.check_metrics]
-    level = ALPHA / max(1, len(checked))
+    judged = [result for result in checked if not result.comparison.low_power]
+    level = ALPHA / max(1, len(judged))
     rows = []
     for result in checked:
         comparison = result.comparison
@@ -112,7 +119,8 @@ def run_check(
                 truth=true_lift if math.isfinite(true_lift) else None,
                 estimate=comparison.lift_rel,
                 ci=interval,
-                ok=ok,
+                ok=ok or comparison.low_power,
+                judged=not comparison.low_power,
             )
         )
     return CheckResult(kind="effect", rows=rows, report=report)

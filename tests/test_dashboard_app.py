@@ -21,7 +21,7 @@ from dashboard import cached
 from dashboard.apptest import app_with_passwords
 from dashboard.launch import free_port, start_dashboard
 from dashboard.settings import DashboardSettings
-from dashboard.views.experiments import SIGNIFICANT
+from dashboard.views.experiments import SIGNIFICANT, TOO_FEW_USERS
 from dashboard.views.widgets import pct
 from experiments.analysis import analyze_experiment
 from experiments.models import Experiment, ExperimentAudit
@@ -162,6 +162,9 @@ def test_experiments_page_shows_the_analysis_and_the_gate(url: str, demo_engine:
     )
     assert list(per_language["verdict"] == SIGNIFICANT) == [
         bool(r.adjusted and r.adjusted.significant) for r in expected
+    ]
+    assert list(per_language["verdict"] == TOO_FEW_USERS) == [
+        r.comparison.low_power for r in expected
     ]
     assert "Ramp and pause need the admin role." in [c.value for c in app.caption]
     assert not [b for b in app.button if b.key in ("ramp", "pause")]

@@ -17,6 +17,8 @@ from experiments.registry import RegistryError
 
 SIGNIFICANT = "✱ significant"
 NOT_SIGNIFICANT = "n.s."
+# A language with too few effective users per arm: shown, not tested (experiments.analysis).
+TOO_FEW_USERS = "too few users"
 _FLASH = "experiments_flash"
 
 
@@ -150,9 +152,14 @@ def _allocation(detail: data.ExperimentDetail) -> None:
         table(detail.timeline, f"{detail.key} registry changes")
 
 
-def _verdicts(significant: pd.Series) -> list[str]:
-    """The marker of each row: significant after the multiple-comparison correction or not."""
-    return [SIGNIFICANT if flag is True else NOT_SIGNIFICANT for flag in significant]
+def _verdicts(significant: pd.Series, low_power: pd.Series | None = None) -> list[str]:
+    """The marker of each row: significant after the multiple-comparison correction or not, or
+    not tested at all because the slice has too few users."""
+    untested = [False] * len(significant) if low_power is None else list(low_power)
+    return [
+        TOO_FEW_USERS if weak is True else SIGNIFICANT if flag is True else NOT_SIGNIFICANT
+        for flag, weak in zip(significant, untested, strict=True)
+    ]
 
 
 def _interval(value: Any, index: int) -> float | None:
@@ -267,7 +274,7 @@ def _by_language(detail: data.ExperimentDetail) -> None:
         {
             "language": rows["language"],
             "arm": rows["arm"],
-            "verdict": _verdicts(rows["significant"]),
+            "verdict": _verdicts(rows["significant"], rows.get("low_power")),
             "control_n": rows["control_n"],
             "treatment_n": rows["treatment_n"],
             "control_mean": rows["control_mean"],
