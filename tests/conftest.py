@@ -57,7 +57,13 @@ def dashboard_database_url() -> Iterator[str]:
         maintain_for_settings(libpq_conninfo(url), database_settings(url), today=utc_today())
         engine = make_engine(url, pool_size=1)
         try:
-            seed_demo(engine, events=DASHBOARD_SEED_EVENTS, users=DASHBOARD_SEED_USERS)
+            # Tagged by the real tagger, so the pages show themes as they will in production.
+            seed_demo(
+                engine,
+                events=DASHBOARD_SEED_EVENTS,
+                users=DASHBOARD_SEED_USERS,
+                tag_feedback=True,
+            )
         finally:
             engine.dispose()
         yield url
