@@ -16,7 +16,9 @@ COLUMNS = (
 )
 
 
-def _cell(result: MetricResult | None) -> str:
+def format_cell(result: MetricResult | None) -> str:
+    """One metric's cell: control→treatment means and the lift, with its corrected CI and
+    significance marker, or `~` when the slice has too few users to test."""
     if result is None:
         return "—"
     c = result.comparison
@@ -27,6 +29,9 @@ def _cell(result: MetricResult | None) -> str:
     arm = f"{c.treatment_mean:.3f}" if precise else f"{c.treatment_mean:.0f}"
     if c.lift_rel is None:
         return f"{base}→{arm}"
+    if c.low_power:
+        # Too few effective users to test: the lift is shown, an interval would mislead.
+        return f"{base}→{arm} {c.lift_rel:+.1%} ~"
     significant = "*" if result.adjusted is not None and result.adjusted.significant else ""
     ci = result.adjusted.ci if result.adjusted is not None else None
     interval = f" [{ci[0]:+.0%},{ci[1]:+.0%}]" if ci else ""
@@ -45,7 +50,7 @@ def render_compact(report: AnalysisReport) -> str:
         for language in languages:
             first = by_key.get(("acceptance_rate", arm, language))
             users = f"{first.comparison.control_n}/{first.comparison.treatment_n}" if first else "—"
-            cells = [_cell(by_key.get((metric, arm, language))) for metric, _ in COLUMNS]
+            cells = [format_cell(by_key.get((metric, arm, language))) for metric, _ in COLUMNS]
             rows.append([arm, language or "all", users, *cells])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
@@ -53,8 +58,10 @@ def render_compact(report: AnalysisReport) -> str:
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    adjusted = " (CUPED-adjusted)" if report.cuped else ""
     lines.append(
-        f"users: {report.control}/treatment; control→treatment, relative lift, "
-        f"{report.correction}-adjusted CI; * significant at α = {report.alpha:g}"
+        f"users: {report.control}/treatment; control→treatment means, relative lift{adjusted}, "
+        f"{report.correction}-adjusted CI; * significant at α = {report.alpha:g}; "
+        f"~ too few users to test (under {report.min_effective_users:g} effective per arm)"
     )
     return "\n".join(lines)

@@ -132,6 +132,7 @@ def test_a_small_fleet_through_gateway_and_collector_loses_no_event(
     assert "lora  all" in text and "acceptance" in text
     assert "hold     coverage 1: at the last stage" in text
     assert "Feedback per arm:" in text
+    assert "~ too few users to test" in text
 
     # --reset removes the experiment and the fleet's events.
     reset_demo(database_url, scenario)
