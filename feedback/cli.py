@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +23,14 @@ from feedback.errors import FeedbackInputError, UnknownThemeError
 from feedback.evaluation import DEFAULT_FOLDS, EvaluationReport, evaluate_labelled, render
 from feedback.models import LEANINGS
 from feedback.tagger import Tagger
-from feedback.worker import DEFAULT_RETRAIN_AFTER, RETRAIN_FOLDS, retrain, tag_pending
+from feedback.worker import (
+    DEFAULT_RETRAIN_AFTER,
+    RETRAIN_FOLDS,
+    TagRunResult,
+    retrain,
+    tag_all_pending,
+    tag_periodically,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Feedback tagging: themes and polarity of comments.")
 codebook_app = typer.Typer(no_args_is_help=True, help="The codebook of themes.")
@@ -41,14 +47,16 @@ def tag(
 ) -> None:
     """Tag pending comments (new ones, and those tagged by an older tagger or codebook)."""
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with database_url(get_database_settings()) as url, session_for(url) as session:
-        while True:
-            result = tag_pending(session, retrain_after=retrain_after)
-            retrained = " (retrained first)" if result.retrained else ""
-            typer.echo(f"tagged {result.tagged} comments with tagger {result.tagger_id}{retrained}")
-            if not loop:
-                return
-            time.sleep(interval)
+
+    def echo(result: TagRunResult) -> None:
+        retrained = " (retrained first)" if result.retrained else ""
+        typer.echo(f"tagged {result.tagged} comments with tagger {result.tagger_id}{retrained}")
+
+    with database_url(get_database_settings()) as url:
+        if not loop:
+            echo(tag_all_pending(url, retrain_after=retrain_after))
+            return
+        tag_periodically(url, interval_s=interval, retrain_after=retrain_after, report=echo)
 
 
 @app.command("retrain")

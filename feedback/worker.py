@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import distinct_on, insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from codelift.db.session import session_for
@@ -268,3 +269,39 @@ def tag_all_pending(
     """Tag every pending comment of the database at ``database_url`` (the demo's entry point)."""
     with session_for(database_url) as session:
         return tag_pending(session, retrain_after=retrain_after)
+
+
+def tag_periodically(
+    database_url: str,
+    *,
+    interval_s: float,
+    retrain_after: int = DEFAULT_RETRAIN_AFTER,
+    runs: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    report: Callable[[TagRunResult], None] | None = None,
+) -> list[TagRunResult | None]:
+    """Tag pending comments every ``interval_s`` seconds, ``runs`` times (None: for ever).
+
+    A run that cannot reach the database is logged (None in the list returned) and tried again
+    after a back-off that doubles from 1 s up to ``interval_s``: the worker outlives a database
+    restart instead of exiting, and tags what arrived meanwhile on its next run.
+    """
+    outcomes: list[TagRunResult | None] = []
+    failures = 0
+    while runs is None or len(outcomes) < runs:
+        try:
+            result = tag_all_pending(database_url, retrain_after=retrain_after)
+        except OperationalError as exc:
+            failures += 1
+            wait = min(interval_s, 2.0 ** (failures - 1))
+            log.warning("tagging run failed (%s); next try in %.0f s", exc.orig or exc, wait)
+            outcomes.append(None)
+        else:
+            failures = 0
+            wait = interval_s
+            outcomes.append(result)
+            if report is not None:
+                report(result)
+        if runs is None or len(outcomes) < runs:
+            sleep(wait)
+    return outcomes
