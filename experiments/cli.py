@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from codelift.cli_support import Actor, actor_name, fail
 from codelift.db.embedded import database_url
 from codelift.db.session import session_for
 from codelift.settings import get_database_settings
@@ -27,20 +27,8 @@ from experiments.registry import (
 
 app = typer.Typer(no_args_is_help=True, help="The experiment registry.")
 
-Actor = Annotated[
-    str | None, typer.Option("--actor", help="Who makes the change (default: the OS user).")
-]
 Reason = Annotated[str | None, typer.Option("--reason", help="Why, for the audit log.")]
 Key = Annotated[str, typer.Argument(help="The experiment's key.")]
-
-
-def _actor(actor: str | None) -> str:
-    return actor or f"cli:{getpass.getuser()}"
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=2)
 
 
 @app.command("apply")
@@ -52,7 +40,7 @@ def apply(
     try:
         config = load_config(path)
         with database_url(get_database_settings()) as url, session_for(url) as session:
-            result = apply_definition(session, config=config, actor=_actor(actor))
+            result = apply_definition(session, config=config, actor=actor_name(actor))
             session.commit()
             experiment = result.experiment
             if result.created:
@@ -65,7 +53,7 @@ def apply(
             else:
                 typer.echo(f"{experiment.key} unchanged")
     except (ConfigError, RegistryError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 @app.command("list")
@@ -97,7 +85,7 @@ def show(
         try:
             experiment = get_experiment(session, key)
         except UnknownExperimentError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         typer.echo(json.dumps(config_of(experiment).model_dump(mode="json"), indent=2))
         typer.echo(
             f"created {experiment.created_at:%Y-%m-%d %H:%M}, "
@@ -116,10 +104,10 @@ def _status_command(status: Status, verb: str) -> None:
         with database_url(get_database_settings()) as url, session_for(url) as session:
             try:
                 experiment = set_status(
-                    session, key=key, status=status, actor=_actor(actor), reason=reason
+                    session, key=key, status=status, actor=actor_name(actor), reason=reason
                 )
             except (ConfigError, RegistryError, UnknownExperimentError) as exc:
-                raise _fail(exc) from None
+                raise fail(exc) from None
             session.commit()
             typer.echo(f"{experiment.key} is {experiment.status}")
 
@@ -141,9 +129,9 @@ def ramp_(
     with database_url(get_database_settings()) as url, session_for(url) as session:
         try:
             experiment = ramp(
-                session, key=key, coverage=coverage, actor=_actor(actor), reason=reason
+                session, key=key, coverage=coverage, actor=actor_name(actor), reason=reason
             )
         except (RegistryError, UnknownExperimentError) as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         session.commit()
         typer.echo(f"{experiment.key} coverage {experiment.coverage:g}")

@@ -9,12 +9,11 @@ from typing import Annotated
 
 import typer
 
+# The same --actor option and error exit as the experiment registry's commands.
+from codelift.cli_support import Actor, actor_name, fail
 from codelift.db.embedded import database_url
 from codelift.db.session import session_for
 from codelift.settings import get_database_settings
-
-# The same --actor option and error exit as the experiment registry's commands.
-from experiments.cli import Actor, _actor, _fail
 from feedback import codebook
 from feedback.analysis import theme_shares
 from feedback.dataset import load_labelled, resolve_themes
@@ -100,7 +99,7 @@ def evaluate(
         examples = resolve_themes(load_labelled(labelled), merges, tagger.theme_ids)
         reports = evaluate_labelled(tagger, examples, folds=folds)
     except ValueError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps([_report_json(r) for r in reports], indent=2))
     else:
@@ -126,17 +125,17 @@ def discover_command(
             return
         if accept is not None:
             if not 1 <= accept <= len(proposals):
-                raise _fail(FeedbackInputError("--accept", f"pick 1 to {len(proposals)}"))
+                raise fail(FeedbackInputError("--accept", f"pick 1 to {len(proposals)}"))
             try:
                 theme = accept_proposal(
                     session,
                     proposals[accept - 1],
-                    actor=_actor(actor),
+                    actor=actor_name(actor),
                     theme_id=theme_id,
                     name=name,
                 )
             except (FeedbackInputError, UnknownThemeError) as exc:
-                raise _fail(exc) from None
+                raise fail(exc) from None
             session.commit()
             typer.echo(f"added theme {theme.id} ({theme.name}); comments are re-tagged next run")
             return
@@ -157,7 +156,7 @@ def shares(
 ) -> None:
     """Theme and positive shares per arm or language, with 95% CIs (users as the unit)."""
     if by not in ("arm", "language"):
-        raise _fail(FeedbackInputError("--by", "must be 'arm' or 'language'"))
+        raise fail(FeedbackInputError("--by", "must be 'arm' or 'language'"))
     with database_url(get_database_settings()) as url, session_for(url) as session:
         try:
             if by == "arm":
@@ -165,7 +164,7 @@ def shares(
             else:
                 rows = theme_shares(session, by="language", experiment_key=experiment)
         except FeedbackInputError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
     for row in rows:
         if row.share is None:
             continue
@@ -211,10 +210,10 @@ def codebook_add(
                 description=description,
                 examples=example or [],
                 polarity_leaning=leaning,
-                actor=_actor(actor),
+                actor=actor_name(actor),
             )
         except FeedbackInputError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         session.commit()
         typer.echo(f"added {theme.id} ({theme.name})")
 
@@ -229,10 +228,10 @@ def codebook_rename(
     with database_url(get_database_settings()) as url, session_for(url) as session:
         try:
             theme = codebook.rename_theme(
-                session, theme_id=theme_id, name=name, actor=_actor(actor)
+                session, theme_id=theme_id, name=name, actor=actor_name(actor)
             )
         except (FeedbackInputError, UnknownThemeError) as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         session.commit()
         typer.echo(f"renamed {theme.id} to {theme.name}")
 
@@ -247,9 +246,9 @@ def codebook_merge(
     with database_url(get_database_settings()) as url, session_for(url) as session:
         try:
             theme = codebook.merge_themes(
-                session, source_id=source_id, target_id=target_id, actor=_actor(actor)
+                session, source_id=source_id, target_id=target_id, actor=actor_name(actor)
             )
         except (FeedbackInputError, UnknownThemeError) as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         session.commit()
         typer.echo(f"merged {source_id} into {theme.id}")
