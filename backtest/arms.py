@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from experiments.config import ExperimentConfig, load_config
-from experiments.registry import config_of, get_experiment
+from experiments.definitions.config import ExperimentConfig, load_config
+from experiments.definitions.registry import config_of, get_experiment
 from experiments.variants import DecodingOverrides, VariantOverrides
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".toml")

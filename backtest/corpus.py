@@ -7,8 +7,8 @@ import os
 from collections.abc import Collection
 from pathlib import Path
 
+from backtest import source_files as data
 from serving.gateway.protocol import language_of
-from serving.local import data
 
 # Directories that hold no source people wrote.
 SKIPPED_DIRECTORIES = frozenset({".git", ".hg", ".venv", "node_modules", "__pycache__"})
@@ -37,7 +37,7 @@ def _wanted(language: str, languages: Collection[str] | None) -> bool:
 
 
 def held_out_corpus(languages: Collection[str] | None = None) -> list[CorpusFile]:
-    """The files the local model's training held out (``serving.local.data``'s rule)."""
+    """The files the local model's training held out (``backtest.source_files``'s rule)."""
     files: list[CorpusFile] = []
     for source in data.collect(data.default_languages()):
         if not source.held_out or not _wanted(source.language, languages):

@@ -9,7 +9,7 @@ from sqlalchemy import ForeignKey, Index, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from codelift.db.base import Base
+from core.db.base import Base
 
 
 class BacktestRun(Base):

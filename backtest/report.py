@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from backtest.runner import METRICS, SummaryRow
-from experiments.report_table import aligned
-from experiments.stats.results import Interval
+from experiments.analysis.report_table import aligned
+from experiments.analysis.stats.results import Interval
 
 _LABELS = {metric.name: metric.label for metric in METRICS}
 _LOWER_IS_BETTER = {metric.name for metric in METRICS if not metric.higher_is_better}

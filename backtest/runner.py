@@ -14,7 +14,7 @@ from backtest.arms import Arm
 from backtest.client import Completion, GatewayClient
 from backtest.masking import MaskedSpan
 from backtest.metrics import Scores, score
-from experiments.stats.bootstrap import (
+from experiments.analysis.stats.bootstrap import (
     DEFAULT_ALPHA,
     DEFAULT_RESAMPLES,
     BootstrapEstimate,

@@ -4,7 +4,7 @@ Run from the repository root: ``python -m bench.analysis [--sizes 1000000 100000
 size it
 
 1. makes a scratch database (as ``bench/ingest.py`` does), with daily partitions for the data;
-2. loads synthetic data (``experiments.synthetic``: 100,000 users, 8 languages, 2 arms, 14 days
+2. loads synthetic data (``simulator.synthetic``: 100,000 users, 8 languages, 2 arms, 14 days
    of which the last 7 are the experiment's) by binary COPY, then ANALYZE;
 3. times ``refresh_rollups`` (the first, full one, then an incremental one);
 4. times ``load_experiment_data(by_language=True)`` from raw events and from rollups (best of
@@ -30,11 +30,11 @@ import psycopg
 from sqlalchemy import Engine, text
 
 from bench.ingest import scratch_database
-from codelift.db.connection import libpq_conninfo, make_engine
-from codelift.db.partitions import maintain_partitions
-from experiments.metrics_sql import ExperimentData, load_experiment_data
-from experiments.rollups import EVENT_TABLES, refresh_rollups
-from experiments.synthetic import SyntheticConfig, load_synthetic
+from collector.partitions import maintain_partitions
+from core.db.connection import libpq_conninfo, make_engine
+from experiments.analysis.metrics_sql import ExperimentData, load_experiment_data
+from experiments.analysis.rollups import EVENT_TABLES, refresh_rollups
+from simulator.synthetic import SyntheticConfig, load_synthetic
 
 RESULTS = Path(__file__).parent / "results" / "analysis.json"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"

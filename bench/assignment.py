@@ -35,11 +35,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from bench.ingest import scratch_database
-from codelift.db.connection import make_engine
-from experiments.assignment import AssignmentRequest, AssignmentService
-from experiments.config import ExperimentConfig, parse_config
-from experiments.exposures import ExposureRecorder
-from experiments.registry import apply_definition, ramp, registry_version
+from core.db.connection import make_engine
+from experiments.assignment.exposures import ExposureRecorder
+from experiments.assignment.service import AssignmentRequest, AssignmentService
+from experiments.definitions.config import ExperimentConfig, parse_config
+from experiments.definitions.registry import apply_definition, ramp, registry_version
 from experiments.variants import Variant
 
 RESULTS = Path(__file__).parent / "results" / "assignment.json"

@@ -3,7 +3,8 @@
 Run from the repository root: ``python -m bench.dashboard [--events 1000000]``. It
 
 1. makes a scratch database (as ``bench/ingest.py`` does) and seeds it with the dashboard's demo
-   data (``dashboard.seed``: three experiments, ``--events`` events, developer comments), then
+   data (``simulator.dashboard_seed``: three experiments, ``--events`` events, developer
+   comments), then
    ANALYZE;
 2. renders every page with Streamlit's AppTest, logged in, twice: with empty caches (every
    query runs: the first visitor after the TTL) and again (the cached figures);
@@ -29,10 +30,10 @@ from streamlit import logger as streamlit_logger
 from streamlit.testing.v1 import AppTest
 
 from bench.ingest import scratch_database
-from codelift.db.connection import libpq_conninfo, make_engine
+from core.db.connection import libpq_conninfo, make_engine
 from dashboard import cached, data
 from dashboard.apptest import app_with_passwords
-from dashboard.seed import seed_demo
+from simulator.dashboard_seed import seed_demo
 
 RESULTS = Path(__file__).parent / "results" / "dashboard.json"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"

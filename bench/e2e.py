@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from bench.ingest import scratch_database
-from codelift.db.connection import libpq_conninfo
+from core.db.connection import libpq_conninfo
 from simulator.demo import DEFAULT_VARIANT, drive_fleet, make_keys
 from simulator.direct import Timeline
 from simulator.fullstack import Endpoints

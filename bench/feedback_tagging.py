@@ -31,8 +31,8 @@ import torch
 from sqlalchemy import insert
 
 from bench.ingest import scratch_database
-from codelift.db.session import session_for
 from collector.models import FeedbackRow
+from core.db.session import session_for
 from feedback.codebook import list_themes
 from feedback.dataset import load_labelled
 from feedback.embedder import get_embedder

@@ -44,12 +44,12 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.orm import Session
 
-from codelift.auth.keys import create_api_key
-from codelift.auth.models import Scope
-from codelift.db.connection import libpq_conninfo, make_engine
-from codelift.db.migrate import upgrade
-from codelift.db.partitions import maintain_for_settings
-from codelift.settings import DatabaseSettings
+from collector.partitions import maintain_for_settings
+from core.auth.keys import create_api_key
+from core.auth.models import Scope
+from core.db.connection import libpq_conninfo, make_engine
+from core.settings import DatabaseSettings
+from migrations.runner import upgrade
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 BATCH = 500

@@ -29,8 +29,8 @@ import torch
 
 from serving.local.engine import DEFAULT_ADAPTERS, DEFAULT_CHECKPOINT, LocalEngine, LoraMode
 from serving.local.lora import LoraAdapter, LoraConfig, base_hash
-from serving.local.measure import measure_latency, measure_throughput
 from serving.local.model import load_checkpoint
+from training.measure import measure_latency, measure_throughput
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "lora.json"

@@ -1,1 +1,2 @@
-"""Shared core of CodeLift: settings, database, API keys and the command line."""
+"""The composition root: the `codelift` command line and the assembly of services, the only
+code that imports every feature package."""

@@ -9,23 +9,23 @@ from typing import Annotated
 
 import typer
 
-from backtest.cli import backtest as backtest_command
-from codelift.auth.keys import UnknownApiKeyError, create_api_key, list_api_keys, revoke_api_key
-from codelift.auth.models import Scope
-from codelift.db.connection import libpq_conninfo
-from codelift.db.embedded import database_url
-from codelift.db.migrate import current_revision, head_revision, upgrade
-from codelift.db.partitions import maintain_for_settings
-from codelift.db.session import session_for
-from codelift.settings import get_database_settings
-from dashboard.cli import dashboard as dashboard_command
-from experiments.analysis_cli import analyze as analyze_command
-from experiments.analysis_cli import gate as gate_command
-from experiments.cli import app as experiments_app
-from experiments.rollups import refresh_rollups
-from feedback.cli import app as feedback_app
-from simulator.cli import demo as demo_command
-from simulator.cli import simulate as simulate_command
+from codelift.commands.analysis import analyze as analyze_command
+from codelift.commands.analysis import gate as gate_command
+from codelift.commands.backtest import backtest as backtest_command
+from codelift.commands.dashboard import dashboard as dashboard_command
+from codelift.commands.experiments import app as experiments_app
+from codelift.commands.feedback import app as feedback_app
+from codelift.commands.simulate import demo as demo_command
+from codelift.commands.simulate import simulate as simulate_command
+from collector.partitions import maintain_for_settings
+from core.auth.keys import UnknownApiKeyError, create_api_key, list_api_keys, revoke_api_key
+from core.auth.models import Scope
+from core.db.connection import libpq_conninfo
+from core.db.embedded import database_url
+from core.db.session import session_for
+from core.settings import get_database_settings
+from experiments.analysis.rollups import refresh_rollups
+from migrations.runner import current_revision, head_revision, upgrade
 
 app = typer.Typer(
     no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants."
@@ -178,7 +178,7 @@ def vllm_command(
     ] = False,
 ) -> None:
     """Print the `vllm serve` command lines that serve an experiment's arms."""
-    from experiments.registry import UnknownExperimentError, config_of, get_experiment
+    from experiments.definitions.registry import UnknownExperimentError, config_of, get_experiment
     from serving.gateway.config import get_settings
     from serving.vllm_command import render
 

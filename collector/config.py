@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from codelift.settings import DatabaseSettings
+from core.settings import DatabaseSettings
 
 
 class CollectorSettings(DatabaseSettings):

@@ -17,10 +17,6 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from codelift.auth.verify import AuthError, KeyVerifier
-from codelift.db.connection import libpq_conninfo
-from codelift.overload import InFlightLimit, LoadShedder
-from codelift.ratelimit import RateLimiter
 from collector.api.routes import events, health
 from collector.config import CollectorSettings
 from collector.errors import CollectorError, RateLimited
@@ -29,6 +25,10 @@ from collector.metrics import CollectorMetrics
 from collector.partitions_job import PartitionKeeper
 from collector.schemas import EventBatch
 from collector.store import EventStore
+from core.auth.verify import AuthError, KeyVerifier
+from core.db.connection import libpq_conninfo
+from core.overload import InFlightLimit, LoadShedder
+from core.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 

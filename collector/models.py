@@ -17,11 +17,19 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, PrimaryKeyConstraint, SmallInteger, Text, text
+from sqlalchemy import (
+    CheckConstraint,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from codelift.db.base import PARTITION_COLUMN, Base
+from core.db.base import PARTITION_COLUMN, Base
 
 
 def _partitioned(*constraints: Any) -> tuple[Any, ...]:
@@ -160,3 +168,8 @@ class ExposureRow(EventColumns, Base):
     experiment: Mapped[str] = mapped_column(Text)
     arm: Mapped[str] = mapped_column(Text)
     suggestion_id: Mapped[str | None] = mapped_column(Text)
+
+
+def event_metadata() -> MetaData:
+    """The metadata holding the event tables (partition maintenance and the store read it)."""
+    return Base.metadata

@@ -14,9 +14,9 @@ import logging
 import anyio.to_thread
 import psycopg
 
-from codelift.db.base import load_all_models
-from codelift.db.partitions import maintain_partitions, partitioned_tables
-from codelift.settings import DatabaseSettings
+from collector.models import event_metadata
+from collector.partitions import maintain_partitions, partitioned_tables
+from core.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class PartitionKeeper:
     def __init__(self, conninfo: str, settings: DatabaseSettings) -> None:
         self._conninfo = conninfo
         self._settings = settings
-        self._tables = partitioned_tables(load_all_models())
+        self._tables = partitioned_tables(event_metadata())
         self._lock = asyncio.Lock()
 
     async def ensure(self, earliest: dt.date | None = None) -> None:

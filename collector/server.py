@@ -18,8 +18,8 @@ from types import FrameType
 
 import uvicorn
 
-from codelift.serving_utils import tune_gc
 from collector.config import CollectorSettings
+from core.http_service import tune_gc
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from sqlalchemy import Boolean, DateTime, Double, Integer, SmallInteger, Table, 
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
-from codelift.db.base import load_all_models
+from collector.models import event_metadata
 from collector.schemas import EVENT_TYPES, EventBase
 
 STAGING = "staging_events"
@@ -112,7 +112,7 @@ class StagingLayout:
 
 def build_staging_layout() -> StagingLayout:
     """The staging table and every event type's place in it, checked against the ORM tables."""
-    orm_tables = load_all_models().tables
+    orm_tables = event_metadata().tables
     head = ("event_type", *COMMON_FIELDS, "received_at")
     reference = orm_tables["exposure"]
     columns: list[tuple[str, str, str]] = [("event_type", "TEXT", "text")]

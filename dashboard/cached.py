@@ -12,10 +12,10 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from codelift.db.connection import make_engine
+from core.db.connection import make_engine
 from dashboard import data
-from experiments.product_metrics import Grain
-from experiments.serving_metrics import ServingGrain
+from experiments.product.metrics import Grain
+from experiments.product.serving_health import ServingGrain
 
 # Figures may be this old: rollups refresh periodically anyway, and 1 minute keeps pages fast.
 CACHE_TTL_S = 60

@@ -17,14 +17,13 @@ import pandas as pd
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from experiments.analysis import AnalysisReport, analyze_experiment
-from experiments.config import ExperimentConfig, Status
-from experiments.gate_models import GateDecisionRow
-from experiments.gate_runner import gate_history
-from experiments.history import look_days, sequential_history
-from experiments.metrics_catalog import METRICS
-from experiments.product_metrics import Grain, ProductMetrics, product_overview
-from experiments.registry import (
+from experiments.analysis.analyze import AnalysisReport, analyze_experiment
+from experiments.analysis.gate_models import GateDecisionRow
+from experiments.analysis.gate_runner import gate_history
+from experiments.analysis.history import look_days, sequential_history
+from experiments.definitions.config import ExperimentConfig, Status
+from experiments.definitions.metrics_catalog import METRICS
+from experiments.definitions.registry import (
     audit_log,
     config_of,
     get_experiment,
@@ -32,7 +31,8 @@ from experiments.registry import (
     ramp,
     set_status,
 )
-from experiments.serving_metrics import ServingGrain, ServingPoint, serving_by_arm
+from experiments.product.metrics import Grain, ProductMetrics, product_overview
+from experiments.product.serving_health import ServingGrain, ServingPoint, serving_by_arm
 from feedback.store import correct_tags, list_themes, search_comments, theme_counts
 from feedback.views import Dimension
 

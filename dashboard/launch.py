@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from codelift.serving_utils import wait_until_healthy
+from core.http_service import wait_until_healthy
 
 SCRIPT = Path(__file__).with_name("streamlit_app.py")
 STARTUP_TIMEOUT_S = 60.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
-from codelift.settings import DatabaseSettings
+from core.settings import DatabaseSettings
 
 # Refused outside development: a password anyone could guess is no password.
 WEAK_PASSWORDS = frozenset({"", "admin", "viewer", "password", "changeme", "codelift", "secret"})

@@ -1,1 +1,2 @@
-"""Experiment registry, bucketing, metric statistics and rollout gates."""
+"""Experiments: their definitions and registry, assignment for the gateway, analysis and gates,
+and the product metrics the dashboard shows."""

@@ -2,7 +2,7 @@
 
 A theme's share in a group is Σ(user's comments with the theme) / Σ(user's tagged comments):
 a ratio of per-user sums, so its interval comes from the delta method over users
-(``experiments.stats``), never from treating comments as independent. SQL returns only the
+(``experiments.analysis.stats``), never from treating comments as independent. SQL returns only the
 sufficient statistics per group and theme. The positive share is reported the same way, under
 the pseudo theme ``POSITIVE``.
 """
@@ -18,10 +18,10 @@ from sqlalchemy import Float, and_, case, cast, func, literal, select, true, uni
 from sqlalchemy.orm import Session
 
 from collector.models import FeedbackRow
-from experiments.stats.estimates import check_arm, ratio_estimate
-from experiments.stats.frequentist import t_interval
-from experiments.stats.moments import RatioMoments
-from experiments.stats.results import ResultCode
+from experiments.analysis.stats.estimates import check_arm, ratio_estimate
+from experiments.analysis.stats.frequentist import t_interval
+from experiments.analysis.stats.moments import RatioMoments
+from experiments.analysis.stats.results import ResultCode
 from feedback.errors import FeedbackInputError
 from feedback.models import TaggingRow, TagRow, ThemeRow
 from feedback.store import comment_conditions, group_column, with_arm

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from codelift.db.base import Base
+from core.db.base import Base
 
 POLARITIES = ("positive", "negative")
 LEANINGS = ("positive", "negative", "neutral")

@@ -18,8 +18,8 @@ from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from codelift.db.session import session_for
 from collector.models import FeedbackRow
+from core.db.session import session_for
 from feedback.codebook import codebook_version, list_themes, merged_into_map
 from feedback.dataset import Example, load_labelled, phrase_examples, resolve_themes
 from feedback.evaluation import MIN_EXAMPLES_FOR_CV, cross_validated, fit

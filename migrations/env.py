@@ -5,11 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from codelift.db.base import load_all_models
-from codelift.db.connection import sqlalchemy_url
-from codelift.db.embedded import database_url
-from codelift.db.partitions import include_object
-from codelift.settings import get_database_settings
+from collector.partitions import include_object
+from core.db.connection import sqlalchemy_url
+from core.db.embedded import database_url
+from core.settings import get_database_settings
+from migrations.models import load_all_models
 
 target_metadata = load_all_models()
 

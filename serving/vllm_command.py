@@ -10,11 +10,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
-from experiments.config import ExperimentConfig
-from experiments.variants import Variant
+from experiments.variants import Variant, VariantOverrides
 from serving.gateway.metrics import LATENCY_BUCKETS
+
+
+class ArmOf(Protocol):
+    """An experiment arm as this module reads it: its name and what it changes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def variant(self) -> VariantOverrides: ...
+
+
+class ExperimentArms(Protocol):
+    """An experiment as this module reads it (an ``ExperimentConfig`` is one)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def arms(self) -> Sequence[ArmOf]: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,7 +68,7 @@ class Deployment:
 
 
 def deployments(
-    config: ExperimentConfig,
+    config: ExperimentArms,
     default: Variant,
     *,
     adapter_dir: str = "adapters",
@@ -79,7 +99,7 @@ def deployments(
 
 
 def render(
-    config: ExperimentConfig,
+    config: ExperimentArms,
     default: Variant,
     *,
     adapter_dir: str = "adapters",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from experiments.synthetic import Column, const_bytes, pg_time, random_uuids
+from collector.bulk import Column, const_bytes, pg_time, random_uuids
 from simulator import feedback_text
 from simulator.fleet import PLUGIN_VERSION, Developers, Sessions, Suggestions
 from simulator.scenario import EffectKind, Scenario

@@ -17,9 +17,9 @@ import math
 
 import sqlalchemy
 
-from experiments.analysis import AnalysisReport, analyze_experiment
-from experiments.rollups import refresh_rollups
-from experiments.stats.frequentist import t_interval
+from experiments.analysis.analyze import AnalysisReport, analyze_experiment
+from experiments.analysis.rollups import refresh_rollups
+from experiments.analysis.stats.frequentist import t_interval
 from simulator.behaviour import Truth
 from simulator.scenario import Scenario
 

@@ -27,19 +27,18 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from codelift.auth.keys import create_api_key
-from codelift.auth.models import Scope
-from codelift.db.connection import libpq_conninfo, make_engine
-from codelift.db.migrate import upgrade
 from collector.schemas import EVENT_TYPES
+from core.auth.keys import create_api_key
+from core.auth.models import Scope
+from core.db.connection import libpq_conninfo, make_engine
 from dashboard.settings import DashboardSettings
-from experiments.analysis import analyze_experiment
-from experiments.analysis_cli import gate_analyzer
-from experiments.gate_runner import gate_history, run_gate, stage_started_at
-from experiments.gates import Decision
-from experiments.registry import get_experiment
-from experiments.rollups import refresh_rollups
+from experiments.analysis.analyze import analyze_experiment, gate_analyzer
+from experiments.analysis.gate_runner import gate_history, run_gate, stage_started_at
+from experiments.analysis.gates import Decision
+from experiments.analysis.rollups import refresh_rollups
+from experiments.definitions.registry import get_experiment
 from experiments.variants import Decoding, Variant
+from migrations.runner import upgrade
 from simulator import demo_steps
 from simulator.direct import Timeline, run_direct
 from simulator.fleet import PLUGIN_VERSION, make_developers

@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from psycopg import sql
 
-from experiments.bucketing import BUCKETING_VERSIONS, arm_ranges, choose_arm, layer_seed
-from experiments.config import ExperimentConfig
-from experiments.exposures import exposure_id
-from experiments.synthetic import Column, const_bytes, copy_columns, hex_ids
+from collector.bulk import const_bytes, hex_ids, load_columns
+from experiments.assignment.exposures import exposure_id
+from experiments.definitions.bucketing import BUCKETING_VERSIONS, arm_ranges, choose_arm, layer_seed
+from experiments.definitions.config import ExperimentConfig
 from simulator.behaviour import Behaviour, Served, Table, Truth, common_columns
 from simulator.fleet import (
     PLUGIN_VERSION,
@@ -119,32 +118,6 @@ def with_received_at(table: Table) -> Table:
     return columns | {"received_at": ("timestamptz", stamp)}, nulls
 
 
-def _load(
-    conn: psycopg.Connection[Any],
-    table: str,
-    columns: dict[str, Column],
-    nulls: dict[str, npt.NDArray[np.bool_]],
-) -> int:
-    # As the collector's store does: COPY into a staging table, then INSERT what is not there
-    # yet. Ids and times follow from the scenario's seed, so a second run of a scenario adds
-    # nothing instead of failing on the first duplicate key.
-    staging = sql.Identifier(f"sim_{table}")
-    conn.execute(
-        sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {})").format(
-            staging, sql.Identifier(table)
-        )
-    )
-    copy_columns(conn, f"sim_{table}", columns, nulls)
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    cursor = conn.execute(
-        sql.SQL(
-            "INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT DO NOTHING"
-        ).format(table=sql.Identifier(table), names=names, staging=staging)
-    )
-    conn.execute(sql.SQL("TRUNCATE {}").format(staging))
-    return cursor.rowcount
-
-
 def run_direct(
     conn: psycopg.Connection[Any],
     scenario: Scenario,
@@ -228,7 +201,7 @@ def run_direct(
             users_per_arm[name] += int(np.sum(np.isfinite(exposed_at) & (arm_of_user == arm_index)))
         for table, payload in tables.items():
             columns, nulls = with_received_at(payload)
-            rows[table] = rows.get(table, 0) + _load(conn, table, columns, nulls)
+            rows[table] = rows.get(table, 0) + load_columns(conn, table, columns, nulls)
         if commit:
             conn.commit()
         sessions_made += len(sessions.ids)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from experiments.synthetic import hex_ids
+from collector.bulk import hex_ids
 from simulator.scenario import Fleet
 
 F64 = npt.NDArray[np.float64]

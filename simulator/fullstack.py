@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from experiments.synthetic import PG_EPOCH
+from collector.bulk import PG_EPOCH
 from simulator.behaviour import Behaviour, Served, Table, Truth
 from simulator.code_context import context_for
 from simulator.fleet import PLUGIN_VERSION, Developers, Sessions, Suggestions, plan_suggestions

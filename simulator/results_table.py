@@ -1,12 +1,12 @@
 """The demo's results: one compact row per language, the headline metrics side by side.
 
-Every number comes from ``experiments.analysis`` (the full table is ``codelift analyze KEY
+Every number comes from ``experiments.analysis.analyze`` (the full table is ``codelift analyze KEY
 --by language``); this only picks the columns a first look needs.
 """
 
 from __future__ import annotations
 
-from experiments.analysis import AnalysisReport, MetricResult
+from experiments.analysis.analyze import AnalysisReport, MetricResult
 
 COLUMNS = (
     ("acceptance_rate", "acceptance"),

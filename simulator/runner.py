@@ -8,11 +8,11 @@ import datetime as dt
 import psycopg
 from sqlalchemy.orm import Session
 
-from codelift.db.base import load_all_models
-from codelift.db.connection import libpq_conninfo, make_engine
-from codelift.db.partitions import maintain_partitions, partitioned_tables
-from experiments.config import ExperimentConfig
-from experiments.registry import apply_definition
+from collector.partitions import maintain_partitions, partitioned_tables
+from core.db.connection import libpq_conninfo, make_engine
+from experiments.definitions.config import ExperimentConfig
+from experiments.definitions.registry import apply_definition
+from migrations.models import load_all_models
 from simulator.check import CheckResult, run_check
 from simulator.direct import DirectResult, Timeline, run_direct
 from simulator.scenario import Scenario

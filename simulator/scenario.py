@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from experiments.config import (
+from experiments.definitions.config import (
     ExperimentConfig,
     load_config,
     parse_config,

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from codelift.serving_utils import wait_until_healthy
+from core.http_service import wait_until_healthy
 from experiments.variants import Variant
 
 READY_TIMEOUT_S = 120.0

@@ -8,8 +8,8 @@ from typing import Protocol
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from codelift.auth.keys import create_api_key, revoke_api_key
-from codelift.auth.models import Scope
+from core.auth.keys import create_api_key, revoke_api_key
+from core.auth.models import Scope
 
 
 @dataclasses.dataclass(frozen=True)

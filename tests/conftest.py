@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
-from codelift.auth.models import Scope
-from codelift.db.connection import libpq_conninfo, make_engine
-from codelift.db.migrate import upgrade
-from codelift.db.partitions import maintain_for_settings
+from collector.partitions import maintain_for_settings
+from core.auth.models import Scope
+from core.db.connection import libpq_conninfo, make_engine
+from migrations.runner import upgrade
 from tests.apikeys import Key, MakeKey, commit_key
 from tests.database import (
     PgConnection,
@@ -48,9 +48,9 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def dashboard_database_url() -> Iterator[str]:
-    """A database of its own holding the dashboard's demo data (``dashboard.seed``), shared by
-    the app tests and the browser test."""
-    from dashboard.seed import seed_demo
+    """A database of its own holding the dashboard's demo data (``simulator.dashboard_seed``),
+    shared by the app tests and the browser test."""
+    from simulator.dashboard_seed import seed_demo
 
     with fresh_database("codelift_dashboard") as url:
         upgrade(url)

@@ -13,8 +13,8 @@ from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from sqlalchemy.engine import make_url
 
-from codelift.db.connection import libpq_conninfo
-from codelift.settings import DatabaseSettings
+from core.db.connection import libpq_conninfo
+from core.settings import DatabaseSettings
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

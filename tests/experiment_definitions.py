@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from experiments.config import ExperimentConfig, parse_config
+from experiments.definitions.config import ExperimentConfig, parse_config
 
 _BASE: dict[str, Any] = {
     "description": "Python LoRA adapter vs. the base model",

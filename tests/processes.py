@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from codelift.serving_utils import wait_until_healthy
+from core.http_service import wait_until_healthy
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0

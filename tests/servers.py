@@ -10,9 +10,9 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from codelift.serving_utils import running_in_thread
 from collector.config import CollectorSettings
 from collector.main import create_app
+from core.http_service import running_in_thread
 
 SHUTDOWN_TIMEOUT_S = 20.0
 

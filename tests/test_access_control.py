@@ -21,11 +21,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from starlette.routing import BaseRoute, Route
 
-from codelift.auth.keys import revoke_api_key
-from codelift.auth.models import Scope
-from codelift.settings import DatabaseSettings
 from collector.config import CollectorSettings
 from collector.main import create_app as create_collector
+from core.auth.keys import revoke_api_key
+from core.auth.models import Scope
+from core.settings import DatabaseSettings
 from serving.gateway.config import GatewaySettings
 from serving.gateway.main import create_app as create_gateway
 from serving.gateway.server import running

@@ -15,16 +15,20 @@ import pytest
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from experiments.analysis import AnalysisReport, analyze_experiment, gate_view
-from experiments.analysis_cli import gate_analyzer
-from experiments.config import ExperimentConfig, Status
-from experiments.gate_models import GateDecisionRow
-from experiments.gate_runner import run_gate
-from experiments.gates import Decision
-from experiments.registry import apply_definition, audit_log, get_experiment
-from experiments.report_table import render
-from experiments.rollups import refresh_rollups
-from experiments.synthetic import SyntheticConfig, load_synthetic
+from experiments.analysis.analyze import (
+    AnalysisReport,
+    analyze_experiment,
+    gate_analyzer,
+    gate_view,
+)
+from experiments.analysis.gate_models import GateDecisionRow
+from experiments.analysis.gate_runner import run_gate
+from experiments.analysis.gates import Decision
+from experiments.analysis.report_table import render
+from experiments.analysis.rollups import refresh_rollups
+from experiments.definitions.config import ExperimentConfig, Status
+from experiments.definitions.registry import apply_definition, audit_log, get_experiment
+from simulator.synthetic import SyntheticConfig, load_synthetic
 from tests.experiment_definitions import config
 
 EXPERIMENT = "synthetic"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from experiments.synthetic import SyntheticConfig, load_synthetic
+from simulator.synthetic import SyntheticConfig, load_synthetic
 from tests.database import PgConnection, truncate_events
 from tests.experiment_factories import CommittedRegistry
 from tests.test_analysis import EXPERIMENT, definition

@@ -10,15 +10,15 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from experiments.assignment import (
+from experiments.assignment.service import (
     ArmAssignment,
     Assignment,
     AssignmentRequest,
     AssignmentService,
 )
-from experiments.config import Status
-from experiments.registry import apply_definition, registry_version
-from experiments.snapshot import RegistrySnapshot, load_snapshot
+from experiments.assignment.snapshot import RegistrySnapshot, load_snapshot
+from experiments.definitions.config import Status
+from experiments.definitions.registry import apply_definition, registry_version
 from experiments.variants import Variant
 from tests.database import PgConnection
 from tests.experiment_factories import (

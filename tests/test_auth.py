@@ -11,10 +11,10 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from codelift.auth.keys import generate_secret, hash_key
-from codelift.auth.models import Scope
-from codelift.auth.verify import AuthError, KeyVerifier, Principal
-from codelift.db.connection import libpq_conninfo
+from core.auth.keys import generate_secret, hash_key
+from core.auth.models import Scope
+from core.auth.verify import AuthError, KeyVerifier, Principal
+from core.db.connection import libpq_conninfo
 from tests import factories
 from tests.apikeys import Key, MakeKey
 from tests.database import PgConnection, counts

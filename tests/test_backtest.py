@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from codelift.auth.models import Scope
 from codelift.cli import app
+from core.auth.models import Scope
 from experiments.variants import PostProcess, Variant
 from serving.backend import GenerationRequest
 from serving.gateway.main import create_app

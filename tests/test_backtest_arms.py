@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from backtest.arms import Arm, ArmError, load_experiment, select_arms
-from experiments.config import load_config
-from experiments.registry import apply_definition
+from experiments.definitions.config import load_config
+from experiments.definitions.registry import apply_definition
 from experiments.variants import VariantOverrides
 from tests.experiment_factories import arm, definition
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from backtest import source_files as data
 from backtest.corpus import CorpusFile, directory_corpus, held_out_corpus
 from backtest.masking import MAX_BLOCK_LINES, Trigger, lines_of, mask, sample_spans, spans
-from serving.local import data
 
 PY = "def add(a, b):\n    total = a + b\n    return total  \n\nx = add(1, 2)\n"
 C = "int one(void) {\n    return 1;\n}\n"

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.bucketing import (
+from experiments.definitions.bucketing import (
     BUCKETING_VERSIONS,
     CURRENT_VERSION,
     arm_ranges,

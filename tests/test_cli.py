@@ -14,12 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner, Result
 
-from codelift.auth.keys import hash_key
-from codelift.auth.models import ApiKey
 from codelift.cli import app
-from codelift.db.connection import libpq_conninfo, make_engine
-from codelift.db.migrate import current_revision, head_revision
-from codelift.db.partitions import maintain_partitions, partition_name
+from collector.partitions import maintain_partitions, partition_name
+from core.auth.keys import hash_key
+from core.auth.models import ApiKey
+from core.db.connection import libpq_conninfo, make_engine
+from migrations.runner import current_revision, head_revision
 from tests import factories
 from tests.database import (
     PARTITIONED_TABLES,

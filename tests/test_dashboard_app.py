@@ -16,17 +16,17 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from codelift.cli import app as cli_app
-from codelift.db.connection import make_engine
+from core.db.connection import make_engine
 from dashboard import cached
 from dashboard.apptest import app_with_passwords
 from dashboard.launch import free_port, start_dashboard
 from dashboard.settings import DashboardSettings
 from dashboard.views.experiments import SIGNIFICANT, TOO_FEW_USERS
 from dashboard.views.widgets import pct
-from experiments.analysis import analyze_experiment
-from experiments.models import Experiment, ExperimentAudit
-from experiments.product_metrics import product_metrics
-from experiments.registry import config_of, get_experiment, ramp
+from experiments.analysis.analyze import analyze_experiment
+from experiments.definitions.models import Experiment, ExperimentAudit
+from experiments.definitions.registry import config_of, get_experiment, ramp
+from experiments.product.metrics import product_metrics
 from feedback.models import CorrectionRow, TaggingRow
 
 TIMEOUT_S = 60

@@ -13,12 +13,12 @@ from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from codelift.db.connection import make_engine
+from core.db.connection import make_engine
 from dashboard.launch import running_dashboard
 from dashboard.views.widgets import pct
-from experiments.analysis import analyze_experiment
-from experiments.product_metrics import product_metrics
-from experiments.registry import config_of, get_experiment
+from experiments.analysis.analyze import analyze_experiment
+from experiments.definitions.registry import config_of, get_experiment
+from experiments.product.metrics import product_metrics
 
 RESULTS = Path(__file__).resolve().parent.parent / "test-results" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from codelift.db.embedded import forget_dead_handles
+from core.db.embedded import forget_dead_handles
 
 
 def _dead_pid() -> int:

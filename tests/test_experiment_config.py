@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.config import (
+from experiments.definitions.config import (
     ConfigError,
     ExperimentConfig,
     Selector,

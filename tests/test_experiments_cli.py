@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner, Result
 
 from codelift.cli import app
-from codelift.db.connection import make_engine
-from experiments.models import Experiment
-from experiments.registry import CHANNEL, audit_log, registry_version
+from core.db.connection import make_engine
+from experiments.definitions.models import Experiment
+from experiments.definitions.registry import CHANNEL, audit_log, registry_version
 from tests.database import PgConnection, connect
 from tests.experiment_definitions import arms, definition
 

@@ -13,10 +13,15 @@ from psycopg import sql
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from codelift.db.connection import libpq_conninfo, make_engine
 from collector.models import ExposureRow
-from experiments.assignment import ArmAssignment, AssignmentRequest, AssignmentService
-from experiments.exposures import GATEWAY_SESSION, ExposureRecorder, codelift_version, exposure_id
+from core.db.connection import libpq_conninfo, make_engine
+from experiments.assignment.exposures import (
+    GATEWAY_SESSION,
+    ExposureRecorder,
+    codelift_version,
+    exposure_id,
+)
+from experiments.assignment.service import ArmAssignment, AssignmentRequest, AssignmentService
 from tests.database import PgConnection, server_url
 from tests.experiment_factories import DEFAULT_VARIANT, CommittedRegistry, definition
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats  # type: ignore[import-untyped]
 from sqlalchemy.orm import Session
 
-from experiments.stats.results import ResultCode
+from experiments.analysis.stats.results import ResultCode
 from feedback.analysis import POSITIVE, theme_shares
 from feedback.errors import FeedbackInputError
 from feedback.store import correct_tags

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy.engine import make_url
 
-from codelift.db.migrate import upgrade
-from codelift.db.session import session_for
+from core.db.session import session_for
 from feedback.store import search_comments
 from feedback.worker import TagRunResult, tag_periodically
+from migrations.runner import upgrade
 from tests.database import fresh_database
 from tests.feedback_factories import add_comment
 from tests.servers import TcpProxy

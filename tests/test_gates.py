@@ -6,8 +6,7 @@ import datetime as dt
 
 import pytest
 
-from experiments.config import ExperimentConfig
-from experiments.gates import (
+from experiments.analysis.gates import (
     Decision,
     GateInput,
     GuardrailVerdict,
@@ -15,6 +14,7 @@ from experiments.gates import (
     current_stage,
     evaluate,
 )
+from experiments.definitions.config import ExperimentConfig
 from tests.experiment_definitions import config
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)

@@ -16,8 +16,8 @@ import openai
 import pytest
 from sqlalchemy import Engine
 
-from experiments.assignment import AssignmentService
-from experiments.exposures import ExposureRecorder
+from experiments.assignment.exposures import ExposureRecorder
+from experiments.assignment.service import AssignmentService
 from experiments.variants import Decoding, FimFamily, PostProcess, Variant
 from serving.backend import GenerationRequest
 from serving.gateway.config import GatewaySettings

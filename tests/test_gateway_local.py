@@ -16,7 +16,7 @@ import pytest
 import torch
 from sqlalchemy import Engine
 
-from experiments.assignment import AssignmentService
+from experiments.assignment.service import AssignmentService
 from experiments.variants import Decoding, Variant
 from serving.gateway.config import GatewaySettings
 from serving.gateway.main import create_app

@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from codelift.auth.verify import AuthError
-from codelift.ratelimit import RateLimiter
+from core.auth.verify import AuthError
+from core.ratelimit import RateLimiter
 from experiments.variants import FimFamily
 from serving.event_logger import EventLogger
 from serving.gateway.config import GatewaySettings

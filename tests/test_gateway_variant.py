@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from codelift.auth.models import Scope
+from core.auth.models import Scope
 from serving.gateway.main import create_app
 from serving.gateway.server import running
 from serving.scripted_backend import ScriptedBackend

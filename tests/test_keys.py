@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from codelift.auth.keys import (
+from core.auth.keys import (
     UnknownApiKeyError,
     create_api_key,
     generate_secret,
@@ -19,7 +19,7 @@ from codelift.auth.keys import (
     list_api_keys,
     revoke_api_key,
 )
-from codelift.auth.models import ApiKey, Scope
+from core.auth.models import ApiKey, Scope
 from tests.database import PgConnection
 
 SECRET = re.compile(r"^cl_[A-Za-z0-9_-]{43}$")

@@ -35,16 +35,16 @@ from collector.models import (
     SuggestionShownRow,
     TypingVolumeRow,
 )
-from experiments.exposures import exposure_id
-from experiments.metrics_catalog import METRICS
-from experiments.metrics_sql import (
+from experiments.analysis.metrics_sql import (
     ExperimentData,
     histogram_percentile,
     load_experiment_data,
     metric_names,
 )
-from experiments.rollups import refresh_rollups
-from experiments.stats.moments import CupedRatioMoments, MeanMoments, RatioMoments
+from experiments.analysis.rollups import refresh_rollups
+from experiments.analysis.stats.moments import CupedRatioMoments, MeanMoments, RatioMoments
+from experiments.assignment.exposures import exposure_id
+from experiments.definitions.metrics_catalog import METRICS
 from tests.database import utc_today
 
 EXPERIMENT = "hand"

@@ -14,10 +14,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.pool import NullPool
 
-from codelift.db.base import load_all_models
-from codelift.db.connection import libpq_conninfo, sqlalchemy_url
-from codelift.db.migrate import alembic_config, current_revision, head_revision, upgrade
-from codelift.db.partitions import include_object, maintain_for_settings
+from collector.partitions import include_object, maintain_for_settings
+from core.db.connection import libpq_conninfo, sqlalchemy_url
+from migrations.models import load_all_models
+from migrations.runner import alembic_config, current_revision, head_revision, upgrade
 from tests.database import (
     EVENT_TABLES,
     PARTITIONED_TABLES,

@@ -12,9 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from codelift.db.base import load_all_models
-from codelift.db.connection import libpq_conninfo
-from codelift.db.partitions import (
+from collector.partitions import (
     PartitionPlan,
     maintain_for_settings,
     maintain_partitions,
@@ -22,6 +20,8 @@ from codelift.db.partitions import (
     partitioned_tables,
     plan_partitions,
 )
+from core.db.connection import libpq_conninfo
+from migrations.models import load_all_models
 from tests import factories
 from tests.database import (
     PARTITIONED_TABLES,

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, text
 
-from experiments.analysis import analyze_experiment
-from experiments.config import parse_config
-from experiments.history import MAX_LOOKS, look_days, sequential_history
-from experiments.metrics_sql import components_of, load_experiment_data, moment_aggregates
-from experiments.product_metrics import ProductMetrics, product_metrics, product_overview
-from experiments.rollups import refresh_rollups
-from experiments.serving_metrics import serving_by_arm
-from experiments.stats import Comparison
-from experiments.synthetic import SyntheticConfig, load_synthetic
+from experiments.analysis.analyze import analyze_experiment
+from experiments.analysis.history import MAX_LOOKS, look_days, sequential_history
+from experiments.analysis.metrics_sql import components_of, load_experiment_data, moment_aggregates
+from experiments.analysis.rollups import refresh_rollups
+from experiments.analysis.stats import Comparison
+from experiments.definitions.config import parse_config
+from experiments.product.metrics import ProductMetrics, product_metrics, product_overview
+from experiments.product.serving_health import serving_by_arm
+from simulator.synthetic import SyntheticConfig, load_synthetic
 
 EXPERIMENT = "dash"
 IDES = ("vscode", "jetbrains", "neovim")

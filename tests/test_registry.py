@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from experiments.config import ConfigError, ExperimentConfig, Status
-from experiments.models import Experiment, ExperimentArm, ExperimentAudit
-from experiments.registry import (
+from experiments.definitions.config import ConfigError, ExperimentConfig, Status
+from experiments.definitions.models import Experiment, ExperimentArm, ExperimentAudit
+from experiments.definitions.registry import (
     RegistryError,
     UnknownExperimentError,
     apply_definition,

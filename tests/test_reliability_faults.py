@@ -24,11 +24,11 @@ import httpx
 import psycopg
 import pytest
 
-from codelift.auth.models import Scope
-from codelift.db.connection import libpq_conninfo, make_engine
-from codelift.db.migrate import upgrade
-from codelift.db.partitions import maintain_for_settings
+from collector.partitions import maintain_for_settings
+from core.auth.models import Scope
+from core.db.connection import libpq_conninfo, make_engine
 from experiments.variants import Variant
+from migrations.runner import upgrade
 from serving.gateway.config import GatewaySettings
 from serving.gateway.launch import make_backends
 from serving.gateway.main import create_app

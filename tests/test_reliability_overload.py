@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from codelift.serving_utils import running_in_thread
+from core.http_service import running_in_thread
 from serving.gateway.config import GatewaySettings
 from serving.gateway.main import create_app as create_gateway
 from serving.gateway.server import running

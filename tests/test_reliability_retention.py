@@ -16,11 +16,11 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from codelift.cli import app
-from codelift.db.base import load_all_models
-from codelift.db.connection import libpq_conninfo
-from codelift.db.partitions import maintain_partitions, partitioned_tables
-from experiments.metrics_sql import ExperimentData, load_experiment_data
-from experiments.synthetic import SyntheticConfig, load_synthetic
+from collector.partitions import maintain_partitions, partitioned_tables
+from core.db.connection import libpq_conninfo
+from experiments.analysis.metrics_sql import ExperimentData, load_experiment_data
+from migrations.models import load_all_models
+from simulator.synthetic import SyntheticConfig, load_synthetic
 from tests.database import PgConnection, clear_rollups, partition_days, utc_today
 
 EXPERIMENT = "retention-live"

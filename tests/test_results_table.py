@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from experiments.analysis import MetricResult
-from experiments.stats.multiple import AdjustedComparison, Correction
-from experiments.stats.results import Comparison, ResultCode
+from experiments.analysis.analyze import MetricResult
+from experiments.analysis.stats.multiple import AdjustedComparison, Correction
+from experiments.analysis.stats.results import Comparison, ResultCode
 from simulator.results_table import format_cell
 
 

@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import Connection, insert, text
 
 from collector.models import SuggestionOutcomeRow, SuggestionShownRow
-from experiments.metrics_sql import (
+from experiments.analysis.metrics_sql import (
     LATENCY_P95_RELATIVE_ERROR,
     ExperimentData,
     load_experiment_data,
 )
-from experiments.rollups import refresh_rollups
-from experiments.synthetic import SyntheticConfig, load_synthetic
+from experiments.analysis.rollups import refresh_rollups
+from simulator.synthetic import SyntheticConfig, load_synthetic
 
 EXPERIMENT = "synthetic"
 

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from experiments.registry import apply_definition
+from experiments.definitions.registry import apply_definition
 from simulator import feedback_text
 from simulator.check import CheckResult, run_check
 from simulator.direct import DirectResult, run_direct

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from codelift.auth.models import Scope
+from core.auth.models import Scope
 from experiments.variants import Decoding, Variant
 from serving.gateway.config import GatewaySettings
 from serving.gateway.launch import assignment_service

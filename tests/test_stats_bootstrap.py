@@ -1,17 +1,17 @@
-"""Percentile bootstrap and the paired difference (experiments/stats/bootstrap.py)."""
+"""Percentile bootstrap and the paired difference (experiments/analysis/stats/bootstrap.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from experiments.stats.bootstrap import (
+from experiments.analysis.stats.bootstrap import (
     bootstrap_ci,
     mean,
     paired_difference,
     percentile,
 )
-from experiments.stats.results import ResultCode
+from experiments.analysis.stats.results import ResultCode
 
 
 def test_the_same_seed_gives_the_same_interval_and_another_seed_another() -> None:

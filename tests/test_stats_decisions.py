@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from experiments.stats import ResultCode, chance_to_win, compare, non_inferiority
-from experiments.stats.moments import MeanMoments
+from experiments.analysis.stats import ResultCode, chance_to_win, compare, non_inferiority
+from experiments.analysis.stats.moments import MeanMoments
 
 MEAN_A = MeanMoments(n=3407, sum=1396.87, sum_squares=52377.9767)
 MEAN_B = MeanMoments(n=3461, sum=2422.7, sum_squares=134698.29)

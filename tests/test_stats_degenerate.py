@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.stats import ResultCode, compare, non_inferiority, srm_p_value
-from experiments.stats.moments import (
+from experiments.analysis.stats import ResultCode, compare, non_inferiority, srm_p_value
+from experiments.analysis.stats.moments import (
     CupedMeanMoments,
     CupedRatioMoments,
     MeanMoments,

@@ -10,9 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from experiments.stats import compare
-from experiments.stats.estimates import ratio_estimate
-from experiments.stats.moments import CupedMeanMoments, CupedRatioMoments, RatioMoments
+from experiments.analysis.stats import compare
+from experiments.analysis.stats.estimates import ratio_estimate
+from experiments.analysis.stats.moments import CupedMeanMoments, CupedRatioMoments, RatioMoments
 
 FloatArray = npt.NDArray[np.float64]
 

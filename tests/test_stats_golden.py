@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from experiments.stats import ResultCode, compare, srm_p_value
-from experiments.stats.moments import CupedMeanMoments, MeanMoments, RatioMoments
+from experiments.analysis.stats import ResultCode, compare, srm_p_value
+from experiments.analysis.stats.moments import CupedMeanMoments, MeanMoments, RatioMoments
 
 MEAN_A = MeanMoments(n=3407, sum=1396.87, sum_squares=52377.9767)
 MEAN_B = MeanMoments(n=3461, sum=2422.7, sum_squares=134698.29)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.stats import (
+from experiments.analysis.stats import (
     Comparison,
     Correction,
     ResultCode,
@@ -15,7 +15,7 @@ from experiments.stats import (
     ci_levels,
     compare,
 )
-from experiments.stats.moments import MeanMoments
+from experiments.analysis.stats.moments import MeanMoments
 
 # Sorted: 0.005 (#3), 0.01 (#0), 0.03 (#2), 0.04 (#1); m = 4.
 P_VALUES = [0.01, 0.04, 0.03, 0.005]

@@ -13,8 +13,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from experiments.stats import ResultCode, compare
-from experiments.stats.moments import CupedMeanMoments, CupedRatioMoments, MeanMoments, RatioMoments
+from experiments.analysis.stats import ResultCode, compare
+from experiments.analysis.stats.moments import (
+    CupedMeanMoments,
+    CupedRatioMoments,
+    MeanMoments,
+    RatioMoments,
+)
 
 FloatArray = npt.NDArray[np.float64]
 SEED = 20260421

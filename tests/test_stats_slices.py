@@ -21,12 +21,12 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from experiments.analysis import MIN_SLICE_EFFECTIVE_USERS, AnalysisReport, analyze_data
-from experiments.metrics_sql import ExperimentData, MetricStats
-from experiments.report_table import render
-from experiments.stats import adjust, compare
-from experiments.stats.estimates import effective_users
-from experiments.stats.moments import (
+from experiments.analysis.analyze import MIN_SLICE_EFFECTIVE_USERS, AnalysisReport, analyze_data
+from experiments.analysis.metrics_sql import ExperimentData, MetricStats
+from experiments.analysis.report_table import render
+from experiments.analysis.stats import adjust, compare
+from experiments.analysis.stats.estimates import effective_users
+from experiments.analysis.stats.moments import (
     CupedMeanMoments,
     CupedRatioMoments,
     MeanMoments,

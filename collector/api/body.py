@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from codelift.request_body import BodyTooLarge, BodyTooSlow, read_limited
 from collector.errors import BodyTimeout, CollectorError, InvalidBody, PayloadTooLarge
+from core.request_body import BodyTooLarge, BodyTooSlow, read_limited
 
 
 class UnsupportedMediaType(CollectorError):

@@ -11,13 +11,13 @@ from typing import Annotated
 import psycopg
 from fastapi import Depends, Header, Request
 
-from codelift.auth.models import Scope
-from codelift.auth.verify import KeyVerifier, Principal
-from codelift.ratelimit import RateLimiter
 from collector.config import CollectorSettings
 from collector.errors import DatabaseUnavailable, RateLimited
 from collector.ingest import IngestService
 from collector.metrics import CollectorMetrics
+from core.auth.models import Scope
+from core.auth.verify import KeyVerifier, Principal
+from core.ratelimit import RateLimiter
 
 
 async def _settings(request: Request) -> CollectorSettings:

@@ -11,13 +11,13 @@ import streamlit as st
 from dashboard import cached, data
 from dashboard.context import PageContext
 from dashboard.views.widgets import pct, table
-from experiments.config import ConfigError, Status
-from experiments.gates import SRM_THRESHOLD
-from experiments.registry import RegistryError
+from experiments.analysis.gates import SRM_THRESHOLD
+from experiments.definitions.config import ConfigError, Status
+from experiments.definitions.registry import RegistryError
 
 SIGNIFICANT = "✱ significant"
 NOT_SIGNIFICANT = "n.s."
-# A language with too few effective users per arm: shown, not tested (experiments.analysis).
+# A language with too few effective users per arm: shown, not tested (experiments.analysis.analyze).
 TOO_FEW_USERS = "too few users"
 _FLASH = "experiments_flash"
 

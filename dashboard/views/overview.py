@@ -10,8 +10,8 @@ import streamlit as st
 from dashboard import cached
 from dashboard.context import PageContext
 from dashboard.views.widgets import ms, pct, table
-from experiments.metrics_sql import CHECKPOINTS
-from experiments.product_metrics import GRAINS
+from experiments.analysis.metrics_sql import CHECKPOINTS
+from experiments.product.metrics import GRAINS
 
 DEFAULT_DAYS = 14
 RATES = {

@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard import cached
 from dashboard.context import PageContext
 from dashboard.views.widgets import table
-from experiments.serving_metrics import SERVING_GRAINS
+from experiments.product.serving_health import SERVING_GRAINS
 
 DEFAULT_DAYS = 7
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from codelift.settings import DatabaseSettings, refuse_default_secrets
+from core.settings import DatabaseSettings, refuse_default_secrets
 from experiments.variants import Variant
 
 

@@ -7,9 +7,9 @@ import logging
 
 import psycopg
 
-from codelift.auth.models import Scope
-from codelift.auth.verify import AuthError, KeyVerifier, Principal
-from codelift.ratelimit import RateLimiter
+from core.auth.models import Scope
+from core.auth.verify import AuthError, KeyVerifier, Principal
+from core.ratelimit import RateLimiter
 from serving.event_logger import EventLogger
 from serving.gateway.config import GatewaySettings
 from serving.gateway.errors import (

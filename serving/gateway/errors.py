@@ -9,7 +9,7 @@ import math
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from codelift.auth.verify import AuthError
+from core.auth.verify import AuthError
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

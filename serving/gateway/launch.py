@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from experiments.assignment import AssignmentService
+from experiments.assignment.service import AssignmentService
 from serving.backend import Backend
 from serving.gateway.config import GatewaySettings
 
@@ -48,7 +48,7 @@ def make_backends(settings: GatewaySettings) -> dict[str, Backend]:
 @contextlib.contextmanager
 def assignment_service(settings: GatewaySettings, database_url: str) -> Iterator[AssignmentService]:
     """An assignment service reading the registry, with its exposure recorder, started."""
-    from experiments.exposures import ExposureRecorder
+    from experiments.assignment.exposures import ExposureRecorder
 
     recorder = ExposureRecorder(database_url)
     service = AssignmentService(

@@ -13,11 +13,11 @@ from fastapi.openapi.utils import get_openapi
 from psycopg_pool import AsyncConnectionPool
 from starlette.responses import Response
 
-from codelift.auth.verify import KeyVerifier
-from codelift.db.connection import libpq_conninfo
-from codelift.overload import InFlightLimit, LoadShedder
-from codelift.ratelimit import RateLimiter
-from experiments.assignment import AssignmentService
+from core.auth.verify import KeyVerifier
+from core.db.connection import libpq_conninfo
+from core.overload import InFlightLimit, LoadShedder
+from core.ratelimit import RateLimiter
+from experiments.assignment.service import AssignmentService
 from serving.backend import Backend
 from serving.event_logger import EventLogger
 from serving.gateway import routes

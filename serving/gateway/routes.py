@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from codelift.request_body import BodyTooLarge, BodyTooSlow, read_limited
+from core.request_body import BodyTooLarge, BodyTooSlow, read_limited
 from serving.gateway.deps import GatewayState
 from serving.gateway.errors import (
     GatewayError,

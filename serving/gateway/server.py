@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from codelift.serving_utils import running_in_thread, tune_gc, uvicorn_config
+from core.http_service import running_in_thread, tune_gc, uvicorn_config
 
 
 def serve(app: FastAPI, host: str, port: int, *, log_level: str = "info") -> None:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from experiments.assignment import AssignmentRequest, AssignmentService
+from experiments.assignment.service import AssignmentRequest, AssignmentService
 from experiments.variants import Variant
 from serving import fim
 from serving.backend import (

@@ -1,0 +1,42 @@
+"""``codelift dashboard``: serve the dashboard until interrupted."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from core.db.embedded import database_url as resolve_database_url
+from dashboard.launch import start_dashboard
+from dashboard.settings import get_dashboard_settings
+from migrations.runner import upgrade
+
+
+def dashboard(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL (default: CODELIFT_DATABASE_URL).")
+    ] = None,
+) -> None:
+    """Serve the Streamlit dashboard (overview, experiments, feedback, serving)."""
+    settings = get_dashboard_settings()
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
+    with resolve_database_url(settings) as url:
+        if not settings.database_url:
+            # The embedded database is this machine's own: keep it at the newest schema.
+            upgrade(url)
+        running = start_dashboard(
+            database_url=url,
+            host=host or settings.dashboard_host,
+            port=port if port is not None else settings.dashboard_port,
+            quiet=False,
+        )
+        typer.echo(f"dashboard at {running.url}", err=True)
+        try:
+            running.process.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            running.stop()

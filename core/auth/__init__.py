@@ -1,0 +1,1 @@
+"""API keys: stored hashed, scoped, verified by the collector and the gateway."""

@@ -1,0 +1,67 @@
+"""Making, listing and revoking API keys (the admin path, through the ORM)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.auth.models import ApiKey, Scope
+
+KEY_PREFIX = "cl_"
+
+
+class UnknownApiKeyError(LookupError):
+    """No API key has the given id."""
+
+
+def hash_key(secret: str) -> str:
+    """The stored form of a key.
+
+    A plain SHA-256 is enough here, unlike for passwords: the secret carries 256 random bits,
+    so there is nothing to brute-force, and a fast hash keeps the per-request check cheap.
+    """
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def generate_secret() -> str:
+    """A new random key: ``cl_`` and 43 URL-safe characters (256 bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_api_key(session: Session, *, name: str, scopes: Sequence[Scope]) -> tuple[ApiKey, str]:
+    """Store a new key and return it with its secret, which is not kept anywhere."""
+    if not name.strip():
+        raise ValueError("name: must not be empty")
+    if not scopes:
+        raise ValueError("scopes: a key needs at least one scope")
+    secret = generate_secret()
+    key = ApiKey(
+        name=name.strip(),
+        prefix=secret[:10],
+        key_hash=hash_key(secret),
+        scopes=sorted({scope.value for scope in scopes}),
+    )
+    session.add(key)
+    session.flush()
+    return key, secret
+
+
+def list_api_keys(session: Session) -> Sequence[ApiKey]:
+    """Every key, newest first, revoked ones included."""
+    return session.scalars(select(ApiKey).order_by(ApiKey.id.desc())).all()
+
+
+def revoke_api_key(session: Session, *, key_id: int, now: dt.datetime | None = None) -> ApiKey:
+    """Mark a key revoked; revoking twice keeps the first time."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise UnknownApiKeyError(f"no API key with id {key_id}")
+    if key.revoked_at is None:
+        key.revoked_at = now or dt.datetime.now(dt.UTC)
+    session.flush()
+    return key

@@ -1,0 +1,1 @@
+"""Database access shared by every package: the ORM base, engines, sessions, embedded PostgreSQL."""
