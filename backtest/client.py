@@ -148,11 +148,11 @@ def in_process_gateway(
 ) -> Iterator[str]:
     """A gateway in a thread on a free loopback port (by default on the backends ``settings``
     configure: the local engine); yields its base URL and closes the backends at the end."""
-    from serving.gateway.launch import make_backends
-    from serving.gateway.main import create_app
+    from serving.gateway.assembly import assembled_gateway
     from serving.gateway.server import running
 
-    backends = dict(backends) if backends is not None else make_backends(settings)
-    app = create_app(fitted_settings(settings), backends, close_backends=True)
-    with running(app) as url:
+    with (
+        assembled_gateway(fitted_settings(settings), backends=backends) as app,
+        running(app) as url,
+    ):
         yield url

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 from typing import Annotated
@@ -17,15 +16,17 @@ from codelift.commands.experiments import app as experiments_app
 from codelift.commands.feedback import app as feedback_app
 from codelift.commands.simulate import demo as demo_command
 from codelift.commands.simulate import simulate as simulate_command
+from codelift.services import SchemaOutOfDate, gateway_app, prepared_database
 from collector.partitions import maintain_for_settings
 from core.auth.keys import UnknownApiKeyError, create_api_key, list_api_keys, revoke_api_key
 from core.auth.models import Scope
+from core.cli_support import fail
 from core.db.connection import libpq_conninfo
 from core.db.embedded import database_url
 from core.db.session import session_for
 from core.settings import get_database_settings
 from experiments.analysis.rollups import refresh_rollups
-from migrations.runner import current_revision, head_revision, upgrade
+from migrations.runner import current_revision, upgrade
 
 app = typer.Typer(
     no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants."
@@ -121,18 +122,11 @@ def collector(
     }
     settings = settings.model_copy(update=overrides)
     _setup_logging(settings.log_level)
-    embedded = not settings.database_url
-    with database_url(settings) as url:
-        if embedded:
-            # The embedded database is this machine's own: keep it at the newest schema.
-            upgrade(url)
-        elif current_revision(url) != head_revision(url):
-            raise typer.BadParameter(
-                f"database is at revision {current_revision(url)}, code expects "
-                f"{head_revision(url)}: run `codelift db upgrade` first",
-                param_hint="CODELIFT_DATABASE_URL",
-            )
-        serve(settings.model_copy(update={"database_url": url}))
+    try:
+        with prepared_database(settings) as url:
+            serve(settings.model_copy(update={"database_url": url}))
+    except SchemaOutOfDate as exc:
+        raise fail(exc) from None
 
 
 @app.command("gateway")
@@ -142,24 +136,17 @@ def gateway(
 ) -> None:
     """Serve the OpenAI-compatible completion gateway until interrupted."""
     from serving.gateway.config import get_settings
-    from serving.gateway.launch import assignment_service, make_backends
-    from serving.gateway.main import create_app
     from serving.gateway.server import serve
 
     settings = get_settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
     _setup_logging(settings.log_level)
-    with contextlib.ExitStack() as stack:
-        url = stack.enter_context(database_url(settings))
-        if not settings.database_url:
-            upgrade(url)
-        settings = settings.model_copy(update={"database_url": url})
-        assignment = (
-            stack.enter_context(assignment_service(settings, url)) if settings.experiments else None
-        )
-        app = create_app(settings, make_backends(settings), assignment, close_backends=True)
-        serve(app, settings.host, settings.port, log_level=settings.log_level)
+    try:
+        with gateway_app(settings) as app:
+            serve(app, settings.host, settings.port, log_level=settings.log_level)
+    except SchemaOutOfDate as exc:
+        raise fail(exc) from None
 
 
 @app.command("vllm-command")

@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from collector.api.routes import events, health
@@ -27,6 +26,7 @@ from collector.schemas import EventBatch
 from collector.store import EventStore
 from core.auth.verify import AuthError, KeyVerifier
 from core.db.connection import libpq_conninfo
+from core.db.pool import open_service_pool
 from core.overload import InFlightLimit, LoadShedder
 from core.ratelimit import RateLimiter
 
@@ -39,24 +39,20 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     """The collector, for ``settings`` (whose database_url must be resolved already)."""
     if not settings.database_url:
         raise ValueError("database_url must be set (the CLI starts the embedded database)")
-    conninfo = libpq_conninfo(settings.database_url)
+    database_url = settings.database_url
+    conninfo = libpq_conninfo(database_url)
     metrics = CollectorMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = EventStore()
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo,
+        pool = await open_service_pool(
+            database_url,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
-            timeout=settings.db_timeout_s,
+            timeout_s=settings.db_timeout_s,
             configure=store.prepare_connection,
-            kwargs={"connect_timeout": max(1, int(settings.db_timeout_s))},
-            open=False,
         )
-        # wait=False: the collector starts (and /readyz says 503) even while the database is
-        # down; the pool keeps reconnecting in the background.
-        await pool.open(wait=False)
         partitions = PartitionKeeper(conninfo, settings)
         keeper = asyncio.create_task(partitions.run_forever(), name="partition-keeper")
         app.state.settings = settings

@@ -145,6 +145,15 @@ def _parse_event_by_event(raw: Any, *, window: TimeWindow, max_events: int) -> P
         problem = "is required" if events is None else "must be an array of events"
         raise InvalidBatch(f"events {problem}", field="events")
     _check_count(len(events), max_events)
+    return validate_events(events, window=window)
+
+
+def validate_events(events: Sequence[Any], *, window: TimeWindow) -> ParsedBatch:
+    """Validate events given as Python objects, one by one, as a partly bad batch's are.
+
+    For writers inside CodeLift (the gateway's exposures) that hold events rather than a body:
+    the same schemas, the same time window, the same per-event rejections.
+    """
     sorter = _Sorter(window)
     for index, item in enumerate(events):
         try:

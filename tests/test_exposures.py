@@ -199,3 +199,27 @@ def test_exposures_still_queued_at_shutdown_are_given_up_after_a_few_attempts() 
     recorder.stop(timeout_s=5)
     assert time.monotonic() - started < 5
     assert recorder.counts().failed == 1
+
+
+def test_an_exposure_the_collector_would_reject_is_counted_and_not_stored(
+    registry: CommittedRegistry, recorder: ExposureRecorder, pg: PgConnection
+) -> None:
+    # The same schemas and time window as the collector: an IDE name over 64 characters and a
+    # first-served time older than the accepted window are both rejected, the rest stored.
+    registry.keys.update({"exp-valid"})
+    arms = (ArmAssignment(experiment="exp-valid", arm="control", layer="default"),)
+    week_ago = time.time() - 8 * 86_400
+    recorder.offer(request("long-ide", ide="x" * 65), arms)
+    recorder.offer(
+        AssignmentRequest(
+            user_id="stale", language="go", org="acme", ide="vim", served_at=week_ago
+        ),
+        arms,
+    )
+    recorder.offer(request("fine"), arms)
+    recorder.start()
+    assert recorder.flush()
+
+    counts = recorder.counts()
+    assert (counts.queued, counts.rejected, counts.written) == (3, 2, 1)
+    assert set(exposures(pg)) == {("exp-valid", "fine")}

@@ -30,7 +30,7 @@ from core.db.connection import libpq_conninfo, make_engine
 from experiments.variants import Variant
 from migrations.runner import upgrade
 from serving.gateway.config import GatewaySettings
-from serving.gateway.launch import make_backends
+from serving.gateway.assembly import make_backends
 from serving.gateway.main import create_app
 from serving.gateway.server import running
 from tests.apikeys import Key, commit_key
@@ -129,10 +129,10 @@ def collector_env(database_url: str) -> dict[str, str]:
     return {
         "CODELIFT_DATABASE_URL": database_url,
         "CODELIFT_ENVIRONMENT": "test",
-        "CODELIFT_LOG_LEVEL": "warning",
-        "CODELIFT_RETRY_AFTER_S": "1",
-        "CODELIFT_DB_POOL_MIN": "1",
-        "CODELIFT_DB_POOL_MAX": "4",
+        "CODELIFT_COLLECTOR_LOG_LEVEL": "warning",
+        "CODELIFT_COLLECTOR_RETRY_AFTER_S": "1",
+        "CODELIFT_COLLECTOR_DB_POOL_MIN": "1",
+        "CODELIFT_COLLECTOR_DB_POOL_MAX": "4",
     }
 
 

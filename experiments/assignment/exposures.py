@@ -2,17 +2,22 @@
 
 ``offer`` runs on the assignment path and never blocks: it checks an in-memory seen-set and
 appends new exposures to a bounded queue (a full queue drops the exposure and counts it). A
-background thread turns them into rows and inserts them in batches, retrying with backoff while
-the database is away.
+background thread turns them into ``exposure`` events and writes them in batches, retrying with
+backoff while the database is away.
+
+The events take the collector's own path into the event store: validated by the collector's
+schemas and time window (``collector.parsing.validate_events``) and written by its store
+(``collector.store.EventStore``: COPY into staging, ``INSERT … ON CONFLICT DO NOTHING``). An
+exposure the collector would reject is counted as rejected and logged, never stored.
 
 Once per (experiment, user) holds across restarts and processes too: the event id is a UUIDv5
-of ``"{experiment}:{user_id}"``, so a second insert of the same exposure hits the primary key
-and ``ON CONFLICT DO NOTHING`` drops it. The seen-set (bounded, forgetting its oldest half) only
-saves those round trips.
+of ``"{experiment}:{user_id}"``, so a second write of the same exposure is a duplicate the store
+skips. The seen-set (bounded, forgetting its oldest half) only saves those round trips.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import importlib.metadata
@@ -24,12 +29,12 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
 
-from collector.models import ExposureRow
-from core.db.connection import make_engine
+from collector.parsing import accepted_window, validate_events
+from collector.store import EventStore
+from core.db.connection import libpq_conninfo
 from experiments.assignment.service import AssignmentRequest
 from experiments.assignment.snapshot import ArmAssignment
 
@@ -43,6 +48,11 @@ GATEWAY_SESSION = "gateway"
 # Attempts at a batch once stopping, before its exposures are given up (and counted).
 ATTEMPTS_WHEN_STOPPING = 3
 MAX_BACKOFF_S = 5.0
+CONNECT_TIMEOUT_S = 5
+# The collector's default window for client times: exposures outside it are rejected as the
+# collector would reject them.
+MAX_EVENT_AGE = dt.timedelta(days=7)
+MAX_CLOCK_SKEW = dt.timedelta(seconds=600)
 
 
 def exposure_id(experiment: str, user_id: str) -> uuid.UUID:
@@ -68,6 +78,7 @@ class RecorderCounts:
     written: int
     failed: int
     errors: int
+    rejected: int = 0
 
 
 class _SeenSet:
@@ -94,17 +105,29 @@ class ExposureRecorder:
 
     def __init__(
         self,
-        engine: Engine | str,
+        database: Engine | str,
         *,
         queue_size: int = 50_000,
         batch_size: int = 500,
         seen_size: int = 1_000_000,
         flush_interval_s: float = 0.5,
+        max_event_age: dt.timedelta = MAX_EVENT_AGE,
+        max_clock_skew: dt.timedelta = MAX_CLOCK_SKEW,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be positive")
-        self._owns_engine = isinstance(engine, str)
-        self._engine = make_engine(engine, pool_size=1) if isinstance(engine, str) else engine
+        url = (
+            database
+            if isinstance(database, str)
+            else database.url.render_as_string(hide_password=False)
+        )
+        self._conninfo = libpq_conninfo(url)
+        self._store = EventStore()
+        self._max_event_age = max_event_age
+        self._max_clock_skew = max_clock_skew
+        # The writer thread's own event loop and connection (the store is asyncio code).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         # A deque rather than queue.Queue: appending is one C call without a lock, which keeps
         # offer() cheap; the writer polls it. (name, unix time first served, request, arm).
         self._pending: deque[tuple[str, float, AssignmentRequest, ArmAssignment]] = deque()
@@ -113,16 +136,17 @@ class ExposureRecorder:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._plugin_version = codelift_version()
-        self._statement = insert(ExposureRow).on_conflict_do_nothing(index_elements=["event_id"])
         # Guards the counters; notified whenever exposures are done (written or given up).
         self._progress = threading.Condition()
         self._queued = self._dropped = self._written = self._failed = self._errors = 0
+        self._rejected = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def counts(self) -> RecorderCounts:
-        """Exposures queued, dropped (queue full), written and given up; failed write attempts."""
+        """Exposures queued, dropped (queue full), written, given up and rejected by the
+        collector's validation; failed write attempts."""
         with self._progress:
             return RecorderCounts(
                 queued=self._queued,
@@ -130,6 +154,7 @@ class ExposureRecorder:
                 written=self._written,
                 failed=self._failed,
                 errors=self._errors,
+                rejected=self._rejected,
             )
 
     @property
@@ -173,11 +198,12 @@ class ExposureRecorder:
         with self._progress:
             target = self._queued
             return self._progress.wait_for(
-                lambda: self._written + self._failed >= target, timeout=timeout_s
+                lambda: self._written + self._failed + self._rejected >= target,
+                timeout=timeout_s,
             )
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued (waiting at most ``timeout_s``), stop, close an engine made here."""
+        """Write what is queued (waiting at most ``timeout_s``) and stop."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
@@ -185,19 +211,23 @@ class ExposureRecorder:
             if self._thread.is_alive():
                 log.warning("exposure writer still running after %.1f s", timeout_s)
             self._thread = None
-        if self._owns_engine:
-            self._engine.dispose()
 
     def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch:
-                self._write(batch)
-            elif self._stopping.is_set():
-                return
-            else:
-                self._wake.wait(self._flush_interval_s)
-                self._wake.clear()
+        self._loop = asyncio.new_event_loop()
+        try:
+            while True:
+                batch = self._take()
+                if batch:
+                    self._write(batch)
+                elif self._stopping.is_set():
+                    return
+                else:
+                    self._wake.wait(self._flush_interval_s)
+                    self._wake.clear()
+        finally:
+            self._loop.run_until_complete(self._disconnect())
+            self._loop.close()
+            self._loop = None
 
     def _take(self) -> list[dict[str, Any]]:
         batch: list[dict[str, Any]] = []
@@ -224,16 +254,32 @@ class ExposureRecorder:
         return batch
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        window = accepted_window(now, max_age=self._max_event_age, max_skew=self._max_clock_skew)
+        parsed = validate_events([row | {"type": "exposure"} for row in batch], window=window)
+        if parsed.rejected:
+            first = parsed.rejected[0]
+            log.error(
+                "%d exposure(s) rejected by the event schema, e.g. %s %s",
+                len(batch) - len(parsed.valid),
+                first.field,
+                first.reason,
+            )
+            with self._progress:
+                self._rejected += len(batch) - len(parsed.valid)
+                self._progress.notify_all()
+        if not parsed.valid:
+            return
+        assert self._loop is not None
         backoff = 0.1
         attempts_stopping = 0
         while True:
-            received_at = dt.datetime.now(dt.UTC)
             try:
-                with self._engine.begin() as conn:
-                    conn.execute(
-                        self._statement, [row | {"received_at": received_at} for row in batch]
-                    )
-            except DBAPIError as exc:
+                self._loop.run_until_complete(
+                    self._store_events(parsed.valid, dt.datetime.now(dt.UTC))
+                )
+            except psycopg.Error as exc:
+                self._loop.run_until_complete(self._disconnect())
                 with self._progress:
                     self._errors += 1
                 if self._stopping.is_set():
@@ -241,12 +287,12 @@ class ExposureRecorder:
                     if attempts_stopping >= ATTEMPTS_WHEN_STOPPING:
                         log.error("gave up %d exposure(s) at shutdown: %s", len(batch), exc)
                         with self._progress:
-                            self._failed += len(batch)
+                            self._failed += len(parsed.valid)
                             self._progress.notify_all()
                         return
                 log.warning(
                     "writing %d exposure(s) failed, retrying in %.1f s: %s",
-                    len(batch),
+                    len(parsed.valid),
                     backoff,
                     exc,
                 )
@@ -255,6 +301,24 @@ class ExposureRecorder:
                 backoff = min(2 * backoff, MAX_BACKOFF_S)
                 continue
             with self._progress:
-                self._written += len(batch)
+                # Duplicates (another process recorded them first) count as written: they are.
+                self._written += len(parsed.valid)
                 self._progress.notify_all()
             return
+
+    async def _store_events(self, events: Sequence[Any], received_at: dt.datetime) -> None:
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=CONNECT_TIMEOUT_S
+            )
+            await self._store.prepare_connection(conn)
+            self._conn = conn
+        await self._store.write(self._conn, events, received_at=received_at)
+
+    async def _disconnect(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.close()
+            except psycopg.Error:
+                log.debug("closing the exposure connection failed", exc_info=True)

@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.responses import Response
 
 from core.auth.verify import KeyVerifier
-from core.db.connection import libpq_conninfo
+from core.db.pool import open_service_pool
 from core.overload import InFlightLimit, LoadShedder
 from core.ratelimit import RateLimiter
 from experiments.assignment.service import AssignmentService
@@ -68,15 +68,12 @@ def create_app(
         verifier = None
         if settings.require_auth:
             assert settings.database_url is not None
-            pool = AsyncConnectionPool(
-                libpq_conninfo(settings.database_url),
+            pool = await open_service_pool(
+                settings.database_url,
                 min_size=settings.db_pool_min,
                 max_size=settings.db_pool_max,
-                timeout=settings.db_timeout_s,
-                kwargs={"connect_timeout": max(1, int(settings.db_timeout_s))},
-                open=False,
+                timeout_s=settings.db_timeout_s,
             )
-            await pool.open(wait=False)
             verifier = KeyVerifier(pool, ttl_s=settings.auth_cache_ttl_s)
         service = CompletionService(
             settings=settings,

@@ -1,11 +1,21 @@
-"""Building the gateway's backends and assignment service from its settings (the CLI's job)."""
+"""The gateway assembled from its settings, one way for every caller.
+
+``assembled_gateway`` is what the CLI serves, what backtests run in-process and what the demo's
+child process runs: the backends the settings configure (or the caller's), with
+``settings.experiments`` the assignment service and its exposure recorder started, and the app.
+The database URL must be resolved already (the composition root starts an embedded database
+and migrates it).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from fastapi import FastAPI
 
 from experiments.assignment.service import AssignmentService
 from serving.backend import Backend
@@ -50,7 +60,9 @@ def assignment_service(settings: GatewaySettings, database_url: str) -> Iterator
     """An assignment service reading the registry, with its exposure recorder, started."""
     from experiments.assignment.exposures import ExposureRecorder
 
-    recorder = ExposureRecorder(database_url)
+    recorder = ExposureRecorder(
+        database_url, max_event_age=dt.timedelta(days=settings.max_event_age_days)
+    )
     service = AssignmentService(
         database_url,
         settings.default_variant,
@@ -64,3 +76,21 @@ def assignment_service(settings: GatewaySettings, database_url: str) -> Iterator
     finally:
         service.stop()
         recorder.stop()
+
+
+@contextlib.contextmanager
+def assembled_gateway(
+    settings: GatewaySettings, *, backends: Mapping[str, Backend] | None = None
+) -> Iterator[FastAPI]:
+    """The gateway app for ``settings``; its backends are closed with the app's lifespan, and
+    the assignment service (with ``settings.experiments``) is stopped when the block ends."""
+    from serving.gateway.main import create_app
+
+    with contextlib.ExitStack() as stack:
+        assignment = None
+        if settings.experiments:
+            if not settings.database_url:
+                raise ValueError("experiments need database_url (the registry lives there)")
+            assignment = stack.enter_context(assignment_service(settings, settings.database_url))
+        served = dict(backends) if backends is not None else make_backends(settings)
+        yield create_app(settings, served, assignment, close_backends=True)
