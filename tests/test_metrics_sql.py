@@ -35,12 +35,8 @@ from collector.models import (
     SuggestionShownRow,
     TypingVolumeRow,
 )
-from experiments.analysis.metrics_sql import (
-    ExperimentData,
-    histogram_percentile,
-    load_experiment_data,
-    metric_names,
-)
+from experiments.analysis.contributions import histogram_percentile
+from experiments.analysis.metrics_sql import ExperimentData, load_experiment_data, metric_names
 from experiments.analysis.rollups import refresh_rollups
 from experiments.analysis.stats.moments import CupedRatioMoments, MeanMoments, RatioMoments
 from experiments.assignment.exposures import exposure_id

@@ -11,11 +11,8 @@ import pytest
 from sqlalchemy import Connection, insert, text
 
 from collector.models import SuggestionOutcomeRow, SuggestionShownRow
-from experiments.analysis.metrics_sql import (
-    LATENCY_P95_RELATIVE_ERROR,
-    ExperimentData,
-    load_experiment_data,
-)
+from experiments.analysis.contributions import LATENCY_P95_RELATIVE_ERROR
+from experiments.analysis.metrics_sql import ExperimentData, load_experiment_data
 from experiments.analysis.rollups import refresh_rollups
 from simulator.synthetic import SyntheticConfig, load_synthetic
 

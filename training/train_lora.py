@@ -25,8 +25,9 @@ from serving.local.lora import LoraAdapter, LoraConfig, base_hash
 from serving.local.model import FimTransformer, load_checkpoint
 from serving.local.tokenizer import Tokenizer
 from training import data as data_mod
-from training.train import EvalConfig, bits_per_byte, fim_loss, lr_at, masked_line
+from training.evaluate import EvalConfig, bits_per_byte, masked_line
 from training.train import TrainConfig as BaseTrainConfig
+from training.train import fim_loss, lr_at
 
 log = logging.getLogger("training.train_lora")
 

@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import cached
 from dashboard.context import PageContext
 from dashboard.views.widgets import ms, pct, table
-from experiments.analysis.metrics_sql import CHECKPOINTS
+from experiments.analysis.contributions import CHECKPOINTS
 from experiments.product.metrics import GRAINS
 
 DEFAULT_DAYS = 14

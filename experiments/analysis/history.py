@@ -17,11 +17,11 @@ import sqlalchemy
 from sqlalchemy import text
 
 from experiments.analysis.analyze import analyze_data
+from experiments.analysis.contributions import analysis_settings
 from experiments.analysis.metrics_sql import (
     ACTIVE,
     EXPOSED,
     ExperimentData,
-    analysis_settings,
     components_of,
     metric_names,
     metric_stats,

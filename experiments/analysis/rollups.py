@@ -19,7 +19,7 @@ import datetime as dt
 import sqlalchemy
 from sqlalchemy import text
 
-from experiments.analysis.metrics_sql import (
+from experiments.analysis.contributions import (
     COMPONENTS,
     analysis_settings,
     component_sums,

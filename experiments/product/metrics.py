@@ -19,8 +19,7 @@ from typing import Any, Literal
 import sqlalchemy
 from sqlalchemy import text
 
-from experiments.analysis.metrics_sql import (
-    ACTIVE,
+from experiments.analysis.contributions import (
     CHECKPOINTS,
     COMPONENTS,
     analysis_settings,
@@ -28,6 +27,7 @@ from experiments.analysis.metrics_sql import (
     contribution_ctes,
     histogram_percentile,
 )
+from experiments.analysis.metrics_sql import ACTIVE
 
 Grain = Literal["day", "week"]
 GRAINS: tuple[Grain, ...] = ("day", "week")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -40,6 +39,7 @@ from serving.gateway.errors import (
     unknown_model,
 )
 from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.prepared import Prepared, arms_header, line_count, openai_finish_reason
 from serving.gateway.protocol import CompletionRequest, ModelCard, ModelList
 from serving.postprocess import Processed, StreamingPostprocessor, postprocess
 
@@ -48,50 +48,6 @@ log = logging.getLogger(__name__)
 # The model name that means "whatever my arm serves"; any served model name is accepted too.
 DEFAULT_MODEL_ALIAS = "codelift"
 GATEWAY_PLUGIN_VERSION = "codelift-gateway"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Prepared:
-    """A request that passed every check, ready for its backend."""
-
-    request: CompletionRequest
-    request_id: str
-    suggestion_id: str
-    started: float
-    variant: Variant
-    arms: dict[str, str]
-    arms_header: str
-    backend: Backend
-    generation: GenerationRequest
-    prefix: str
-    suffix: str
-    prompt_tokens: int
-    # The time logged events carry: the request's client_ts when trusted, else None (now).
-    event_time: dt.datetime | None = None
-
-    @property
-    def response_model(self) -> str:
-        """The model name a response reports: the adapter when there is one."""
-        return self.variant.adapter or self.variant.model
-
-    def headers(self) -> dict[str, str]:
-        """Response headers: the arms and the request id."""
-        return {"X-CodeLift-Arms": self.arms_header, "X-Request-Id": self.request_id}
-
-
-def arms_header(arms: Mapping[str, str]) -> str:
-    """``exp=arm;exp2=arm2``, as the X-CodeLift-Arms header carries them."""
-    return ";".join(f"{experiment}={arm}" for experiment, arm in arms.items())
-
-
-def _lines(text: str) -> int:
-    return text.count("\n") + 1 if text else 0
-
-
-def _finish_reason(processed: Processed, backend_reason: str) -> str:
-    if processed.stopped or processed.trimmed or processed.dropped:
-        return "stop"
-    return backend_reason if backend_reason in ("stop", "length") else "stop"
 
 
 class CompletionService:
@@ -319,7 +275,7 @@ class CompletionService:
                 {
                     "index": index,
                     "text": done.text,
-                    "finish_reason": _finish_reason(done, result.finish_reason),
+                    "finish_reason": openai_finish_reason(done, result.finish_reason),
                     "logprobs": None,
                 }
             )
@@ -407,7 +363,7 @@ class CompletionService:
             backend_ms = (time.perf_counter() - backend_started) * 1000
             rest = processor.finish()
             result = processor.result or Processed(processor.sent)
-            finish_reason = _finish_reason(result, backend_reason)
+            finish_reason = openai_finish_reason(result, backend_reason)
             yield self._sse(prepared, created, rest, finish_reason)
             yield b"data: [DONE]\n\n"
         except BackendError as exc:
@@ -495,7 +451,7 @@ class CompletionService:
                 if prompt_tokens is not None
                 else prepared.prompt_tokens,
                 "completion_chars": len(text),
-                "completion_lines": _lines(text),
+                "completion_lines": line_count(text),
                 "finish_reason": finish_reason,
                 "error": error[:4000] if error else None,
             }
