@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: install run collector check test bench bench-assignment bench-analysis bench-gateway \
-	bench-dashboard bench-feedback bench-lora bench-e2e dashboard clean
+	bench-dashboard bench-feedback bench-lora bench-e2e bench-cli dashboard clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench-lora: install
 
 bench-e2e: install
 	$(BIN)/python -m bench.e2e
+
+bench-cli: install
+	$(BIN)/python -m bench.cli_startup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

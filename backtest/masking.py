@@ -18,14 +18,14 @@ import random
 from collections.abc import Iterator, Sequence
 
 from backtest.corpus import CorpusFile
+from backtest.options import DEFAULT_PREFIX_CHARS as DEFAULT_PREFIX_CHARS
+from backtest.options import DEFAULT_SUFFIX_CHARS as DEFAULT_SUFFIX_CHARS
 
 # Longer targets are not what completions are judged on (and are slow to score).
 MAX_TARGET_CHARS = 400
 MAX_BLOCK_LINES = 8
 OPENING_BRACKETS = "([{"
 BLOCK_OPENERS = (":", "{")
-DEFAULT_PREFIX_CHARS = 3000
-DEFAULT_SUFFIX_CHARS = 1000
 
 
 class Trigger(enum.StrEnum):

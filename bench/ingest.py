@@ -11,7 +11,7 @@ Run: ``python bench/ingest.py [--seconds 20] [--workers 0]``. It
 4. measures single-event POSTs/s the same way;
 5. in the same run, COPYs the same kind of rows straight into the same tables (binary COPY in
    10,000-row statements; no HTTP, no validation, no de-duplication): the ceiling, from one
-   connection (how DESIGN.md's reference figure of ~170k rows/s was taken) and from as many
+   connection (the figure README.md's Performance table reports) and from as many
    processes as the collector has; and prints the ratio to each.
 
 Figures are printed and written to ``bench/results/ingest.json``.
@@ -330,9 +330,9 @@ def running_collector(url: str, workers: int) -> Iterator[int]:
     env = os.environ | {
         "CODELIFT_DATABASE_URL": url,
         "CODELIFT_ENVIRONMENT": "production",
-        "CODELIFT_LOG_LEVEL": "warning",
-        "CODELIFT_PORT": str(port),
-        "CODELIFT_WORKERS": str(workers),
+        "CODELIFT_COLLECTOR_LOG_LEVEL": "warning",
+        "CODELIFT_COLLECTOR_PORT": str(port),
+        "CODELIFT_COLLECTOR_WORKERS": str(workers),
     }
     proc = subprocess.Popen([sys.executable, "-m", "codelift", "collector"], env=env)
     try:

@@ -1,4 +1,10 @@
-"""The ``codelift`` command line."""
+"""The ``codelift`` command line.
+
+Only what the commands' signatures need is imported here (typer, the commands' modules, small
+enums and defaults): each command imports the features it drives when it runs, so ``codelift
+--help`` starts fast (``bench/cli_startup.py``). A command fails with ``core.cli_support``'s
+``CommandError``: ``error: <message>`` on stderr, exit 2 for a user error.
+"""
 
 from __future__ import annotations
 
@@ -16,23 +22,12 @@ from codelift.commands.experiments import app as experiments_app
 from codelift.commands.feedback import app as feedback_app
 from codelift.commands.simulate import demo as demo_command
 from codelift.commands.simulate import simulate as simulate_command
-from codelift.services import SchemaOutOfDate, gateway_app, prepared_database
-from collector.partitions import maintain_for_settings
-from core.auth.keys import UnknownApiKeyError, create_api_key, list_api_keys, revoke_api_key
-from core.auth.models import Scope
-from core.cli_support import fail
-from core.db.connection import libpq_conninfo
-from core.db.embedded import database_url
-from core.db.session import session_for
-from core.settings import get_database_settings
-from experiments.analysis.rollups import refresh_rollups
-from migrations.runner import current_revision, upgrade
+from core.auth.scopes import Scope
+from core.cli_support import CommandError, command_app, configured_database_url, configured_session
 
-app = typer.Typer(
-    no_args_is_help=True, help="CodeLift: telemetry and experiments for code assistants."
-)
-db_app = typer.Typer(no_args_is_help=True, help="Database schema and partitions.")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys for the collector and the gateway.")
+app = command_app("CodeLift: telemetry and experiments for code assistants.")
+db_app = command_app("Database schema and partitions.")
+keys_app = command_app("API keys for the collector and the gateway.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(experiments_app, name="experiments")
@@ -58,9 +53,14 @@ def _today() -> dt.date:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Migrate the database to the newest schema and create the coming days' partitions."""
+    from collector.partitions import maintain_for_settings
+    from core.db.connection import libpq_conninfo
+    from core.settings import get_database_settings
+    from migrations.runner import current_revision, upgrade
+
     _setup_logging()
     settings = get_database_settings()
-    with database_url(settings) as url:
+    with configured_database_url(settings) as url:
         upgrade(url, revision)
         plan = maintain_for_settings(libpq_conninfo(url), settings, today=_today(), drop_old=False)
         typer.echo(f"database at {current_revision(url)}; {len(plan.create)} partitions created")
@@ -69,9 +69,15 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 @db_app.command("maintain")
 def db_maintain() -> None:
     """Roll up new events, create partitions ahead and drop those past the retention period."""
+    from collector.partitions import maintain_for_settings
+    from core.db.connection import libpq_conninfo
+    from core.db.session import session_for
+    from core.settings import get_database_settings
+    from experiments.analysis.rollups import refresh_rollups
+
     _setup_logging()
     settings = get_database_settings()
-    with database_url(settings) as url:
+    with configured_database_url(settings) as url:
         # Analysis reads the rollups, so a running experiment keeps its whole history once
         # raw partitions go; rolling up first means no day is dropped before it is counted.
         with session_for(url) as session:
@@ -93,8 +99,10 @@ def db_rollup(
     ] = 2,
 ) -> None:
     """Bring the per-user daily metric rollups up to date (run it periodically, e.g. hourly)."""
+    from experiments.analysis.rollups import refresh_rollups
+
     _setup_logging()
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    with configured_session() as session:
         result = refresh_rollups(session.connection(), lookback_days=lookback_days)
         session.commit()
     if result.first_day is None:
@@ -113,6 +121,7 @@ def collector(
     workers: Annotated[int | None, typer.Option(help="Processes; 0 = one per core.")] = None,
 ) -> None:
     """Serve the collector (POST /v1/events) until interrupted."""
+    from codelift.services import SchemaOutOfDate, prepared_database
     from collector.config import get_settings
     from collector.server import serve
 
@@ -126,7 +135,7 @@ def collector(
         with prepared_database(settings) as url:
             serve(settings.model_copy(update={"database_url": url}))
     except SchemaOutOfDate as exc:
-        raise fail(exc) from None
+        raise CommandError(exc) from None
 
 
 @app.command("gateway")
@@ -135,6 +144,7 @@ def gateway(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
     """Serve the OpenAI-compatible completion gateway until interrupted."""
+    from codelift.services import SchemaOutOfDate, gateway_app
     from serving.gateway.config import get_settings
     from serving.gateway.server import serve
 
@@ -146,7 +156,7 @@ def gateway(
         with gateway_app(settings) as app:
             serve(app, settings.host, settings.port, log_level=settings.log_level)
     except SchemaOutOfDate as exc:
-        raise fail(exc) from None
+        raise CommandError(exc) from None
 
 
 @app.command("vllm-command")
@@ -173,14 +183,14 @@ def vllm_command(
     for item in lora or []:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise typer.BadParameter(f"expected NAME=PATH, got {item!r}", param_hint="--lora")
+            raise CommandError(f"--lora: expected NAME=PATH, got {item!r}")
         paths[name] = path
     settings = get_settings()
-    with database_url(settings) as url, session_for(url) as session:
+    with configured_session(settings) as session:
         try:
             config = config_of(get_experiment(session, key))
         except UnknownExperimentError as exc:
-            raise typer.BadParameter(str(exc), param_hint="KEY") from None
+            raise CommandError(exc) from None
     typer.echo(
         render(
             config,
@@ -203,8 +213,10 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create an API key and print it; it is shown this once and never stored."""
+    from core.auth.keys import create_api_key
+
     scopes = scope or [Scope.INGEST]
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    with configured_session() as session:
         key, secret = create_api_key(session, name=name, scopes=scopes)
         session.commit()
         typer.echo(f"created key {key.id} ({key.name}, scopes: {', '.join(key.scopes)})", err=True)
@@ -214,7 +226,9 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List API keys (never their secrets)."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from core.auth.keys import list_api_keys
+
+    with configured_session() as session:
         for key in list_api_keys(session):
             state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
             typer.echo(
@@ -227,10 +241,12 @@ def keys_revoke(
     key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).")],
 ) -> None:
     """Revoke an API key; collectors stop accepting it within seconds."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from core.auth.keys import UnknownApiKeyError, revoke_api_key
+
+    with configured_session() as session:
         try:
             key = revoke_api_key(session, key_id=key_id)
         except UnknownApiKeyError as exc:
-            raise typer.BadParameter(str(exc), param_hint="KEY_ID") from None
+            raise CommandError(exc) from None
         session.commit()
         typer.echo(f"revoked key {key.id} ({key.name})")

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from core.settings import DatabaseSettings
+from core.settings import SHARED_ENV_PREFIX, DatabaseSettings
 
 
 class CollectorSettings(DatabaseSettings):
-    """Everything the collector reads from the environment (``CODELIFT_`` prefix)."""
+    """Everything the collector reads from the environment.
+
+    Its own fields are ``CODELIFT_COLLECTOR_<FIELD>`` (``CODELIFT_COLLECTOR_PORT``); the shared
+    ones keep their ``CODELIFT_`` names. The old ``CODELIFT_<FIELD>`` names (``CODELIFT_PORT``)
+    are still read, for one release, when the new name is unset.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CODELIFT_COLLECTOR_")
+    legacy_env_prefix = SHARED_ENV_PREFIX
 
     host: str = "127.0.0.1"
     port: int = Field(default=8100, ge=0, le=65535)

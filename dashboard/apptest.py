@@ -13,7 +13,7 @@ def app_with_passwords(database_url: str, page: str, viewer: str, admin: str) ->
     settings = DashboardSettings(
         environment="test",
         database_url=database_url,
-        dashboard_viewer_password=viewer,
-        dashboard_admin_password=admin,
+        viewer_password=viewer,
+        admin_password=admin,
     )
     run(settings, database_url=database_url, start_page=page)

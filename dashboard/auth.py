@@ -43,8 +43,8 @@ def role_for_password(settings: DashboardSettings, password: str) -> Role | None
 
 def current_identity(settings: DashboardSettings) -> Identity | None:
     """The identity of this browser session, showing the login form when there is none."""
-    if settings.dashboard_oidc_provider:
-        return _oidc_identity(settings, settings.dashboard_oidc_provider)
+    if settings.oidc_provider:
+        return _oidc_identity(settings, settings.oidc_provider)
     identity: Identity | None = st.session_state.get(_SESSION_KEY)
     if identity is not None:
         return identity
@@ -72,7 +72,7 @@ def _oidc_identity(settings: DashboardSettings, provider: str) -> Identity | Non
         st.button("Log in", on_click=st.login, args=(provider,))
         return None
     email = str(st.user.get("email") or "")
-    admins = {address.lower() for address in settings.dashboard_admin_emails}
+    admins = {address.lower() for address in settings.admin_emails}
     role = Role.ADMIN if email.lower() in admins else Role.VIEWER
     return Identity(name=email or str(st.user.get("name") or "oidc user"), role=role)
 
@@ -80,5 +80,5 @@ def _oidc_identity(settings: DashboardSettings, provider: str) -> Identity | Non
 def log_out(settings: DashboardSettings) -> None:
     """Forget this session's identity."""
     st.session_state.pop(_SESSION_KEY, None)
-    if settings.dashboard_oidc_provider:
+    if settings.oidc_provider:
         st.logout()

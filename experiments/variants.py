@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class FimFamily(enum.StrEnum):
-    """Fill-in-the-middle prompt formats (DESIGN.md, Serving)."""
+    """Fill-in-the-middle prompt formats (serving/fim.py; docs/architecture.md, FIM templates)."""
 
     STARCODER = "starcoder"
     QWEN25_CODER = "qwen2.5-coder"

@@ -24,9 +24,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base
+from feedback.options import LEANINGS as LEANINGS
 
 POLARITIES = ("positive", "negative")
-LEANINGS = ("positive", "negative", "neutral")
 TAG_SOURCES = ("model", "human")
 THEME_ACTIONS = ("add", "rename", "edit", "merge")
 

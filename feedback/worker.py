@@ -26,15 +26,13 @@ from feedback.evaluation import MIN_EXAMPLES_FOR_CV, cross_validated, fit
 from feedback.features import CommentInput
 from feedback.model import TaggerModel
 from feedback.models import CorrectionRow, TaggerRow, TaggingRow, TagRow
+from feedback.options import DEFAULT_RETRAIN_AFTER as DEFAULT_RETRAIN_AFTER
+from feedback.options import RETRAIN_FOLDS as RETRAIN_FOLDS
 from feedback.tagger import Tagger, Tagging
 
 log = logging.getLogger(__name__)
 
-# Retrain once this many corrections arrived since the current tagger was trained.
-DEFAULT_RETRAIN_AFTER = 20
 BATCH_SIZE = 256
-# Folds of the cross-validation recorded with each tagger version.
-RETRAIN_FOLDS = 5
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

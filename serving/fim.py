@@ -1,4 +1,4 @@
-"""Fill-in-the-middle prompt templates per model family (DESIGN.md, Serving).
+"""Fill-in-the-middle prompt templates per model family (tabled in docs/architecture.md).
 
 The strings are exact: a missing space in CodeLlama's template or an ASCII bar in DeepSeek's
 markers silently degrades every completion, so tests compare them character for character.

@@ -136,7 +136,7 @@ def render(
         models = [deployment.model, *sorted(deployment.adapters)]
         servers.append({"url": f"http://{host}:{deployment.port}", "models": models})
     lines.append("wait")
-    lines.append(f"# gateway: export CODELIFT_VLLM='{json.dumps(servers)}'")
+    lines.append(f"# gateway: export CODELIFT_GATEWAY_VLLM='{json.dumps(servers)}'")
     return "\n".join(lines) + "\n"
 
 

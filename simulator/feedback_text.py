@@ -2,7 +2,8 @@
 
 Each comment is an opener, a core statement of its theme (with slots for the language and a
 concrete thing from that theme), and a closer, each drawn at random, so the same theme reads
-differently every time, as real feedback does. Themes are DESIGN.md's codebook.
+differently every time, as real feedback does. Themes are the starting codebook (migration
+f3ed6ac0b8a1; listed in docs/architecture.md, Feedback tagging).
 """
 
 from __future__ import annotations

@@ -104,17 +104,17 @@ def gateway_env(
     """The gateway's settings for simulated developers: simulated time, no rate limit."""
     return {
         "CODELIFT_DATABASE_URL": database_url,
-        "CODELIFT_COLLECTOR_URL": collector_url,
-        "CODELIFT_INGEST_KEY": ingest_key,
-        "CODELIFT_TRUST_CLIENT_TIME": "true",
-        "CODELIFT_DEFAULT_VARIANT": json.dumps(default_variant.model_dump(mode="json")),
+        "CODELIFT_GATEWAY_COLLECTOR_URL": collector_url,
+        "CODELIFT_GATEWAY_INGEST_KEY": ingest_key,
+        "CODELIFT_GATEWAY_TRUST_CLIENT_TIME": "true",
+        "CODELIFT_GATEWAY_DEFAULT_VARIANT": json.dumps(default_variant.model_dump(mode="json")),
         # One key serves the whole fleet: the per-key limit would throttle the simulation.
-        "CODELIFT_RATE_LIMIT_PER_S": "100000",
-        "CODELIFT_RATE_LIMIT_BURST": "100000",
-        "CODELIFT_EVENT_FLUSH_INTERVAL_S": "0.1",
-        "CODELIFT_EVENT_BATCH_SIZE": "200",
-        "CODELIFT_EVENT_MAX_RETRIES": "10",
-        "CODELIFT_LOG_LEVEL": "warning",
+        "CODELIFT_GATEWAY_RATE_LIMIT_PER_S": "100000",
+        "CODELIFT_GATEWAY_RATE_LIMIT_BURST": "100000",
+        "CODELIFT_GATEWAY_EVENT_FLUSH_INTERVAL_S": "0.1",
+        "CODELIFT_GATEWAY_EVENT_BATCH_SIZE": "200",
+        "CODELIFT_GATEWAY_EVENT_MAX_RETRIES": "10",
+        "CODELIFT_GATEWAY_LOG_LEVEL": "warning",
     }
 
 
@@ -137,7 +137,7 @@ def running_stack(
         service(
             "collector",
             collector_args(cport),
-            env={"CODELIFT_DATABASE_URL": database_url, "CODELIFT_LOG_LEVEL": "warning"},
+            env={"CODELIFT_DATABASE_URL": database_url, "CODELIFT_COLLECTOR_LOG_LEVEL": "warning"},
             ready_url=f"{collector_url}/readyz",
             log_dir=log_dir,
         ),

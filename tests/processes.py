@@ -121,11 +121,24 @@ def private_cluster() -> Iterator[PrivateCluster]:
 
 
 class ServiceProcess:
-    """``codelift <command>`` in a child process on a fixed loopback port."""
+    """``codelift <command>`` in a child process on a fixed loopback port.
 
-    def __init__(self, command: str, env: Mapping[str, str], *, port: int, log: Path) -> None:
+    The port is given as ``--port``, or, with ``port_option=False``, left to the service's
+    settings (its environment), which must then name the same port.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        env: Mapping[str, str],
+        *,
+        port: int,
+        log: Path,
+        port_option: bool = True,
+    ) -> None:
         self.command = command
         self.port = port
+        self._port_args = ["--port", str(port)] if port_option else []
         self.url = f"http://127.0.0.1:{port}"
         self._env = {**os.environ, **env}
         self._log = log
@@ -135,7 +148,7 @@ class ServiceProcess:
         """Start the process and wait until ``/healthz`` answers."""
         with self._log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "codelift", self.command, "--port", str(self.port)],
+                [sys.executable, "-m", "codelift", self.command, *self._port_args],
                 env=self._env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -179,10 +192,17 @@ class ServiceProcess:
 
 @contextlib.contextmanager
 def service_process(
-    command: str, env: Mapping[str, str], *, log: Path, port: int | None = None
+    command: str,
+    env: Mapping[str, str],
+    *,
+    log: Path,
+    port: int | None = None,
+    port_option: bool = True,
 ) -> Iterator[ServiceProcess]:
     """A started ``codelift <command>``, stopped on exit."""
-    service = ServiceProcess(command, env, port=port or free_port(), log=log)
+    service = ServiceProcess(
+        command, env, port=port or free_port(), log=log, port_option=port_option
+    )
     service.start()
     try:
         yield service

@@ -8,11 +8,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from collector.config import CollectorSettings
 from collector.main import create_app
 from core.http_service import running_in_thread
+from serving.backend import Backend
+from serving.gateway.assembly import assembled_gateway
+from serving.gateway.config import GatewaySettings
+from serving.gateway.server import running
 
 SHUTDOWN_TIMEOUT_S = 20.0
 
@@ -144,3 +148,13 @@ class TcpProxy:
             links, self._links = self._links, []
         for link in links:
             link.close()
+
+
+@contextlib.contextmanager
+def running_gateway(
+    settings: GatewaySettings, backends: Mapping[str, Backend] | None = None
+) -> Iterator[str]:
+    """The gateway as every caller assembles it (``serving.gateway.assembly``), served in a
+    thread on a free loopback port; yields its base URL."""
+    with assembled_gateway(settings, backends=backends) as app, running(app) as url:
+        yield url

@@ -15,13 +15,12 @@ from codelift.cli import app
 from core.auth.models import Scope
 from experiments.variants import PostProcess, Variant
 from serving.backend import GenerationRequest
-from serving.gateway.main import create_app
-from serving.gateway.server import running
 from serving.local.tokenizer import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 from serving.scripted_backend import ScriptedBackend
 from tests.apikeys import Key, MakeKey
 from tests.database import PgConnection
 from tests.experiment_factories import DEFAULT_VARIANT
+from tests.servers import running_gateway
 from tests.test_gateway import gateway_settings
 
 EXPERIMENT = "backtest-e2e"
@@ -86,7 +85,7 @@ def gateway_url(database_url: str) -> Iterator[str]:
     # No block trimming: it would cut an oracle's block that starts with a nested block.
     untrimmed = Variant(model=DEFAULT_VARIANT.model, postprocess=PostProcess(trim="none"))
     settings = gateway_settings(database_url, default_variant=untrimmed)
-    with running(create_app(settings, {"local": ScriptedBackend(oracle, name="local")})) as url:
+    with running_gateway(settings, {"local": ScriptedBackend(oracle, name="local")}) as url:
         yield url
 
 

@@ -187,3 +187,10 @@ def session(database_url: str) -> Iterator[Session]:
     with Session(engine) as session:
         yield session
     engine.dispose()
+
+
+def test_the_demo_scenario_the_command_defaults_to_exists() -> None:
+    # A default path computed from the module's place breaks silently when the module moves.
+    from codelift.commands.simulate import DEMO_SCENARIO
+
+    assert DEMO_SCENARIO.is_file(), DEMO_SCENARIO

@@ -265,11 +265,11 @@ def test_serving_page_shows_requests_per_arm(url: str, demo_engine: Engine) -> N
 
 @pytest.mark.parametrize("password", [None, "", "admin", "short"])
 def test_guessable_passwords_are_refused_outside_development(password: str | None) -> None:
-    with pytest.raises(ValidationError, match="dashboard_viewer_password"):
+    with pytest.raises(ValidationError, match="viewer_password"):
         DashboardSettings(
             environment="production",
-            dashboard_viewer_password=password,
-            dashboard_admin_password=ADMIN,
+            viewer_password=password,
+            admin_password=ADMIN,
         )
 
 
@@ -277,8 +277,8 @@ def test_development_falls_back_to_well_known_passwords() -> None:
     settings = DashboardSettings(environment="development")
     assert settings.uses_development_passwords
     assert (settings.password("viewer"), settings.password("admin")) == ("viewer", "admin")
-    oidc = DashboardSettings(environment="production", dashboard_oidc_provider="google")
-    assert oidc.dashboard_oidc_provider == "google"
+    oidc = DashboardSettings(environment="production", oidc_provider="google")
+    assert oidc.oidc_provider == "google"
 
 
 def test_the_cli_serves_the_dashboard_with_host_port_and_database() -> None:

@@ -1,4 +1,4 @@
-"""FIM templates against the exact strings of DESIGN.md."""
+"""FIM templates against each model family's exact strings (tabled in docs/architecture.md)."""
 
 from __future__ import annotations
 

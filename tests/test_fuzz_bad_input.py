@@ -17,15 +17,13 @@ import httpx
 import pytest
 
 from serving.gateway.config import GatewaySettings
-from serving.gateway.main import create_app
-from serving.gateway.server import running
 from serving.scripted_backend import ScriptedBackend
 from tests import factories
 from tests.apikeys import Key
 from tests.database import PgConnection, count, row_by_id
 from tests.experiment_factories import DEFAULT_VARIANT
 from tests.factories import Event
-from tests.servers import MAX_BODY_BYTES
+from tests.servers import MAX_BODY_BYTES, running_gateway
 
 SQL_LOOKING = [
     "x'); DROP TABLE suggestion_shown; --",
@@ -169,7 +167,7 @@ def gateway_url(database_url: str) -> Iterator[str]:
             "rate_limit_burst": 10_000,
         }
     )
-    with running(create_app(settings, {"local": ScriptedBackend("    return 1\n")})) as url:
+    with running_gateway(settings, {"local": ScriptedBackend("    return 1\n")}) as url:
         yield url
 
 

@@ -27,11 +27,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from serving.gateway.main import create_app
-from serving.gateway.server import running
 from serving.scripted_backend import ScriptedBackend
 from tests.apikeys import Key
 from tests.experiment_factories import DEFAULT_VARIANT
+from tests.servers import running_gateway
 
 EXAMPLES_PER_OPERATION = 15
 CHECKS = [
@@ -95,7 +94,7 @@ def gateway_url(database_url: str) -> Iterator[str]:
             "rate_limit_burst": 10_000,
         }
     )
-    with running(create_app(settings, {"local": ScriptedBackend("    return 1\n")})) as url:
+    with running_gateway(settings, {"local": ScriptedBackend("    return 1\n")}) as url:
         yield url
 
 

@@ -27,6 +27,7 @@ from serving.scripted_backend import ScriptedBackend
 from tests.apikeys import Key
 from tests.database import PgConnection
 from tests.experiment_factories import DEFAULT_VARIANT, CommittedRegistry, arm, definition
+from tests.servers import running_gateway
 
 WAIT_S = 10.0
 PREFIX = "def add(a, b):\n"
@@ -43,6 +44,8 @@ def gateway_settings(database_url: str, **overrides: Any) -> GatewaySettings:
         "database_url": database_url,
         "environment": "test",
         "default_variant": DEFAULT_VARIANT,
+        # Experiments come from the assignment service a test builds (or none at all).
+        "experiments": False,
         "event_batch_size": 20,
         "event_flush_interval_s": 0.05,
         "auth_cache_ttl_s": 0.3,
@@ -87,7 +90,7 @@ def gateway_url(
     settings = gateway_settings(
         database_url, collector_url=collector_url, ingest_key=ingest_key.secret
     )
-    with running(create_app(settings, {"local": backend})) as url:
+    with running_gateway(settings, {"local": backend}) as url:
         yield url
 
 
@@ -257,7 +260,7 @@ def test_rate_limit_per_key(
     database_url: str, serve_only_key: Key, backend: ScriptedBackend
 ) -> None:
     settings = gateway_settings(database_url, rate_limit_per_s=0.5, rate_limit_burst=2)
-    with running(create_app(settings, {"local": backend})) as url:
+    with running_gateway(settings, {"local": backend}) as url:
         statuses = []
         for _ in range(3):
             response = httpx.post(
@@ -276,7 +279,7 @@ def test_client_disconnect_cancels_the_backend_request(
 ) -> None:
     slow = ScriptedBackend("pass", name="local", delay_s=30.0)
     settings = gateway_settings(database_url)
-    with running(create_app(settings, {"local": slow})) as url:
+    with running_gateway(settings, {"local": slow}) as url:
         for stream in (False, True):
             cancelled = slow.cancelled
             with pytest.raises(httpx.ReadTimeout):
@@ -308,7 +311,7 @@ def test_a_down_collector_never_fails_a_completion(
         event_backoff_s=0.01,
     )
     with (
-        running(create_app(settings, {"local": backend})) as url,
+        running_gateway(settings, {"local": backend}) as url,
         openai.OpenAI(base_url=f"{url}/v1", api_key=serve_only_key.secret, max_retries=0) as client,
     ):
         for _ in range(5):
@@ -329,7 +332,7 @@ def test_a_full_event_queue_drops_and_counts(
         event_backoff_s=1.0,
     )
     with (
-        running(create_app(settings, {"local": backend})) as url,
+        running_gateway(settings, {"local": backend}) as url,
         openai.OpenAI(base_url=f"{url}/v1", api_key=serve_only_key.secret, max_retries=0) as client,
     ):
         started = time.monotonic()
@@ -431,7 +434,7 @@ def test_the_default_variant_from_settings_decides_the_template(
     )
     settings = gateway_settings(database_url, default_variant=variant)
     with (
-        running(create_app(settings, {"local": backend})) as url,
+        running_gateway(settings, {"local": backend}) as url,
         openai.OpenAI(base_url=f"{url}/v1", api_key=serve_only_key.secret, max_retries=0) as client,
     ):
         response = complete(client, model="qwen-coder", prompt="a" * 400, suffix="b" * 400)
@@ -458,7 +461,7 @@ def test_the_budget_is_cut_to_what_the_backends_context_holds(
     )
     settings = gateway_settings(database_url, default_variant=variant)
     with (
-        running(create_app(settings, {"local": short})) as url,
+        running_gateway(settings, {"local": short}) as url,
         openai.OpenAI(base_url=f"{url}/v1", api_key=serve_only_key.secret, max_retries=0) as client,
     ):
         complete(client, model="qwen-coder", prompt="a" * 4000, suffix="b" * 4000)
@@ -483,7 +486,7 @@ def test_a_client_leaving_mid_stream_cancels_the_backend_request(
         update={"postprocess": PostProcess(trim="none", drop_if_repeats_suffix=False)}
     )
     settings = gateway_settings(database_url, default_variant=variant)
-    with running(create_app(settings, {"local": slow})) as url:
+    with running_gateway(settings, {"local": slow}) as url:
         with httpx.stream(
             "POST",
             f"{url}/v1/completions",

@@ -21,11 +21,11 @@ def test_settings_read_nested_values_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(
-        "CODELIFT_DEFAULT_VARIANT", '{"model": "qwen", "fim_template": "qwen2.5-coder"}'
+        "CODELIFT_GATEWAY_DEFAULT_VARIANT", '{"model": "qwen", "fim_template": "qwen2.5-coder"}'
     )
-    monkeypatch.setenv("CODELIFT_VLLM", '[{"url": "http://gpu:8000", "models": ["qwen"]}]')
-    monkeypatch.setenv("CODELIFT_LOCAL", '{"enabled": false}')
-    monkeypatch.setenv("CODELIFT_RATE_LIMIT_PER_S", "5")
+    monkeypatch.setenv("CODELIFT_GATEWAY_VLLM", '[{"url": "http://gpu:8000", "models": ["qwen"]}]')
+    monkeypatch.setenv("CODELIFT_GATEWAY_LOCAL", '{"enabled": false}')
+    monkeypatch.setenv("CODELIFT_GATEWAY_RATE_LIMIT_PER_S", "5")
     settings = GatewaySettings()
     assert settings.default_variant.fim_template is FimFamily.QWEN25_CODER
     assert settings.vllm[0].models == ("qwen",)

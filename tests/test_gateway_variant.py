@@ -10,11 +10,10 @@ import httpx
 import pytest
 
 from core.auth.models import Scope
-from serving.gateway.main import create_app
-from serving.gateway.server import running
 from serving.scripted_backend import ScriptedBackend
 from tests.apikeys import Key, MakeKey
 from tests.database import PgConnection
+from tests.servers import running_gateway
 from tests.test_gateway import gateway_settings, served_row
 
 VARIANT = {
@@ -35,7 +34,7 @@ def gateway_url(
     settings = gateway_settings(
         database_url, collector_url=collector_url, ingest_key=ingest_key.secret
     )
-    with running(create_app(settings, {"local": backend})) as url:
+    with running_gateway(settings, {"local": backend}) as url:
         yield url
 
 

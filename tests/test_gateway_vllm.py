@@ -197,7 +197,7 @@ def test_rendered_script() -> None:
     assert "--generation-config vllm" in script
     assert "codelift_gateway_latency_seconds" in script
     gateway_line = script.splitlines()[-1]
-    servers = json.loads(gateway_line.split("CODELIFT_VLLM='")[1].rstrip("'"))
+    servers = json.loads(gateway_line.split("CODELIFT_GATEWAY_VLLM='")[1].rstrip("'"))
     assert servers == [
         {"url": "http://127.0.0.1:8000", "models": ["Qwen/Qwen2.5-Coder-1.5B", "py-tuned"]}
     ]

@@ -29,8 +29,8 @@ from core.auth.models import Scope
 from core.db.connection import libpq_conninfo, make_engine
 from experiments.variants import Variant
 from migrations.runner import upgrade
-from serving.gateway.config import GatewaySettings
 from serving.gateway.assembly import make_backends
+from serving.gateway.config import GatewaySettings
 from serving.gateway.main import create_app
 from serving.gateway.server import running
 from tests.apikeys import Key, commit_key

@@ -55,10 +55,10 @@ def collector_process(database_url: str, tmp_path: Path) -> Iterator[ServiceProc
     env = {
         "CODELIFT_DATABASE_URL": database_url,
         "CODELIFT_ENVIRONMENT": "test",
-        "CODELIFT_LOG_LEVEL": "warning",
-        "CODELIFT_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
-        "CODELIFT_DB_POOL_MAX": str(MAX_IN_FLIGHT),
-        "CODELIFT_RETRY_AFTER_S": "1",
+        "CODELIFT_COLLECTOR_LOG_LEVEL": "warning",
+        "CODELIFT_COLLECTOR_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
+        "CODELIFT_COLLECTOR_DB_POOL_MAX": str(MAX_IN_FLIGHT),
+        "CODELIFT_COLLECTOR_RETRY_AFTER_S": "1",
     }
     with service_process("collector", env, log=tmp_path / "collector.log") as service:
         yield service
@@ -181,16 +181,16 @@ def test_gateway_sheds_overload_keeps_memory_bounded_and_accounts_for_every_even
         env = {
             "CODELIFT_DATABASE_URL": database_url,
             "CODELIFT_ENVIRONMENT": "test",
-            "CODELIFT_LOG_LEVEL": "warning",
-            "CODELIFT_EXPERIMENTS": "false",
-            "CODELIFT_LOCAL": '{"enabled": false}',
-            "CODELIFT_VLLM": f'[{{"url": "{vllm_url}"}}]',
-            "CODELIFT_DEFAULT_VARIANT": '{"backend": "vllm", "model": "load-model"}',
-            "CODELIFT_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
-            "CODELIFT_RATE_LIMIT_PER_S": "100000",
-            "CODELIFT_RATE_LIMIT_BURST": "100000",
-            "CODELIFT_COLLECTOR_URL": collector_url,
-            "CODELIFT_INGEST_KEY": ingest_key.secret,
+            "CODELIFT_GATEWAY_LOG_LEVEL": "warning",
+            "CODELIFT_GATEWAY_EXPERIMENTS": "false",
+            "CODELIFT_GATEWAY_LOCAL": '{"enabled": false}',
+            "CODELIFT_GATEWAY_VLLM": f'[{{"url": "{vllm_url}"}}]',
+            "CODELIFT_GATEWAY_DEFAULT_VARIANT": '{"backend": "vllm", "model": "load-model"}',
+            "CODELIFT_GATEWAY_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
+            "CODELIFT_GATEWAY_RATE_LIMIT_PER_S": "100000",
+            "CODELIFT_GATEWAY_RATE_LIMIT_BURST": "100000",
+            "CODELIFT_GATEWAY_COLLECTOR_URL": collector_url,
+            "CODELIFT_GATEWAY_INGEST_KEY": ingest_key.secret,
         }
         with service_process("gateway", env, log=tmp_path / "gateway.log") as gateway:
             warm = CompletionLoad(gateway.url, serve_only_key, threads=1)

@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 
 from core.auth.models import Scope
 from experiments.variants import Decoding, Variant
-from serving.gateway.config import GatewaySettings
 from serving.gateway.assembly import assignment_service
+from serving.gateway.config import GatewaySettings
 from serving.gateway.main import create_app
 from serving.gateway.server import running
 from serving.local.engine import DEFAULT_CHECKPOINT, LocalEngine

@@ -105,7 +105,7 @@ def test_chance_to_win_of_a_clear_win() -> None:
 
 
 def test_chance_to_win_is_normal_on_the_relative_lift() -> None:
-    # Φ(0.707317 / 0.378794) on DESIGN.md's mean example, gbstats' flat-prior Gaussian model.
+    # Φ(0.707317 / 0.378794) on gbstats 0.8.0's published mean example, its flat-prior Gaussian.
     assert compare(MEAN_A, MEAN_B).chance_to_win == pytest.approx(0.96907, abs=1e-5)
     absolute = compare(MEAN_A, MEAN_B, relative=False).chance_to_win
     assert absolute == pytest.approx(chance_to_win(0.29, 0.1247836316), abs=1e-9)

@@ -1,4 +1,4 @@
-"""Golden values: DESIGN.md's published figures (gbstats 0.8.0) at abs=1e-5.
+"""Golden values: figures published in GrowthBook's gbstats 0.8.0 test suite, at abs=1e-5.
 
 The last block holds figures this suite computed with gbstats 0.8.0 during development (the
 sequential interval and CUPED on a mean metric), to pin the conventions beyond the published set.

@@ -91,7 +91,7 @@ class TestAA:
     def test_per_suggestion_analysis_is_badly_anti_conservative(
         self, users: tuple[FloatArray, FloatArray]
     ) -> None:
-        # The mistake DESIGN.md warns about: each suggestion as an independent Bernoulli trial.
+        # The mistake docs/statistics.md warns about: each suggestion as an independent trial.
         m, d = users
         accepted = m.sum(axis=2)
         shown = d.sum(axis=2)

@@ -7,22 +7,19 @@ import getpass
 import json
 import logging
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.orm import Session
 
-from core.db.embedded import database_url
-from core.db.session import session_for
-from core.settings import get_database_settings
-from experiments.analysis.analyze import AnalysisReport, analyze_experiment, gate_analyzer
-from experiments.analysis.gate_runner import run_all_gates, run_gate
-from experiments.analysis.gates import GateDecision
-from experiments.analysis.report_table import render
-from experiments.analysis.rollups import refresh_rollups
-from experiments.analysis.stats import DEFAULT_N_STAR, Correction
-from experiments.definitions.models import Experiment
-from experiments.definitions.registry import UnknownExperimentError, config_of, get_experiment
+from core.cli_support import CommandError, configured_database_url, configured_session
+from experiments.analysis.options import DEFAULT_N_STAR, Correction
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from experiments.analysis.analyze import AnalysisReport
+    from experiments.analysis.gates import GateDecision
+    from experiments.definitions.models import Experiment
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +56,10 @@ def _report(
     n_star: float,
     refresh: bool,
 ) -> AnalysisReport:
+    from experiments.analysis.analyze import analyze_experiment
+    from experiments.analysis.rollups import refresh_rollups
+    from experiments.definitions.registry import config_of
+
     if refresh and source is DataSource.ROLLUPS:
         refresh_rollups(session.connection())
     return analyze_experiment(
@@ -93,12 +94,14 @@ def analyze(
     refresh: Annotated[bool, typer.Option(help="Bring rollups up to date first.")] = True,
 ) -> None:
     """Every metric per arm: estimate, lifts, CIs, p-values, sequential CI and p, SRM."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from experiments.analysis.report_table import render
+    from experiments.definitions.registry import UnknownExperimentError, get_experiment
+
+    with configured_session() as session:
         try:
             experiment = get_experiment(session, key)
         except UnknownExperimentError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
+            raise CommandError(exc) from None
         report = _report(
             session,
             experiment,
@@ -138,10 +141,15 @@ def gate(
 ) -> None:
     """Evaluate the rollout gate: advance, hold, roll back or halt, with the reasons."""
     if (key is None) == (not all_):
-        typer.echo("error: give an experiment key or --all", err=True)
-        raise typer.Exit(code=2)
+        raise CommandError("give an experiment key or --all")
+    from core.db.session import session_for
+    from experiments.analysis.analyze import gate_analyzer
+    from experiments.analysis.gate_runner import run_all_gates, run_gate
+    from experiments.analysis.rollups import refresh_rollups
+    from experiments.definitions.registry import UnknownExperimentError
+
     who = actor or f"gate:{getpass.getuser()}"
-    with database_url(get_database_settings()) as url:
+    with configured_database_url() as url:
         while True:
             with session_for(url) as session:
                 refresh_rollups(session.connection())
@@ -157,8 +165,7 @@ def gate(
                             session, analyze=gate_analyzer, apply=apply, actor=who
                         )
                 except UnknownExperimentError as exc:
-                    typer.echo(f"error: {exc}", err=True)
-                    raise typer.Exit(code=2) from None
+                    raise CommandError(exc) from None
                 session.commit()
             for name, decision in decisions.items():
                 _print(name, decision, apply and decision.decision.value != "hold")

@@ -7,24 +7,18 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from backtest.arms import Arm, ArmError, load_experiment, select_arms
-from backtest.client import GatewayClient, GatewayRefused, in_process_gateway
-from backtest.corpus import CorpusFile, directory_corpus, held_out_corpus
-from backtest.masking import DEFAULT_PREFIX_CHARS, DEFAULT_SUFFIX_CHARS, Trigger, sample_spans
-from backtest.report import RunInfo, as_json, render
-from backtest.runner import run_samples, summarize
-from backtest.store import save_backtest
-from core.db.embedded import database_url
-from core.db.session import session_for
-from core.settings import get_database_settings
-from experiments.analysis.stats.bootstrap import DEFAULT_ALPHA, DEFAULT_RESAMPLES
-from experiments.definitions.config import ConfigError
-from experiments.definitions.registry import UnknownExperimentError
-from migrations.runner import current_revision, head_revision, upgrade
+from backtest.options import DEFAULT_PREFIX_CHARS, DEFAULT_SUFFIX_CHARS
+from core.cli_support import CommandError
+from experiments.analysis.options import DEFAULT_ALPHA, DEFAULT_RESAMPLES
+
+if TYPE_CHECKING:
+    from backtest.arms import Arm
+    from backtest.corpus import CorpusFile
+    from backtest.masking import Trigger
 
 IN_PROCESS = "in-process"
 HELD_OUT = "held-out"
@@ -35,30 +29,32 @@ def _names(value: str | None, option: str) -> list[str] | None:
         return None
     names = [name.strip() for name in value.split(",") if name.strip()]
     if not names:
-        raise typer.BadParameter("give comma-separated names", param_hint=option)
+        raise CommandError(f"{option}: give comma-separated names")
     return names
 
 
 def _triggers(value: str | None) -> tuple[Trigger, ...]:
+    from backtest.masking import Trigger
+
     names = _names(value, "--triggers")
     if names is None:
         return tuple(Trigger)
     known = {t.value: t for t in Trigger}
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise typer.BadParameter(
-            f"unknown {', '.join(unknown)}; known: {', '.join(known)}", param_hint="--triggers"
-        )
+        raise CommandError(f"--triggers: unknown {', '.join(unknown)}; known: {', '.join(known)}")
     return tuple(known[name] for name in names)
 
 
 def _corpus(corpus: Path | None, languages: list[str] | None) -> list[CorpusFile]:
+    from backtest.corpus import directory_corpus, held_out_corpus
+
     if corpus is None:
         return held_out_corpus(languages)
     try:
         return directory_corpus(corpus, languages)
     except NotADirectoryError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--corpus") from None
+        raise CommandError(f"--corpus: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -66,11 +62,26 @@ def _gateway(url: str | None) -> Iterator[str]:
     if url is not None:
         yield url
         return
+    from backtest.client import in_process_gateway
     from serving.gateway.config import get_settings
 
     typer.echo("starting a gateway in-process on the local engine", err=True)
     with in_process_gateway(get_settings()) as started:
         yield started
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[str]:
+    """The configured database; the embedded one migrated (it is this machine's own), a server
+    required to be at the newest schema already."""
+    from codelift.services import SchemaOutOfDate, prepared_database
+    from core.settings import get_database_settings
+
+    try:
+        with prepared_database(get_database_settings()) as url:
+            yield url
+    except SchemaOutOfDate as exc:
+        raise CommandError(exc) from None
 
 
 def _progress(done: int, total: int) -> None:
@@ -131,27 +142,28 @@ def backtest(
 ) -> None:
     """Mask code in held-out files, let each arm restore it through the gateway, and compare
     the arms per language: exact match, chrF, edit similarity, latency, with bootstrap CIs."""
+    from backtest.arms import ArmError, load_experiment, select_arms
+    from backtest.client import GatewayClient, GatewayRefused
+    from backtest.masking import sample_spans
+    from backtest.report import RunInfo, as_json, render
+    from backtest.runner import run_samples, summarize
+    from backtest.store import save_backtest
+    from core.db.session import session_for
+    from experiments.definitions.config import ConfigError
+    from experiments.definitions.registry import UnknownExperimentError
+
     if output not in ("table", "json"):
-        raise typer.BadParameter("use table or json", param_hint="--format")
+        raise CommandError(f"--format: use table or json, not {output!r}")
     arm_names = _names(arms, "--arms")
     language_names = _names(languages, "--languages")
     trigger_kinds = _triggers(triggers)
-    settings = get_database_settings()
-    with database_url(settings) as url:
-        if not settings.database_url:
-            upgrade(url)  # the embedded database is this machine's own
-        elif current_revision(url) != head_revision(url):
-            raise typer.BadParameter(
-                f"database is at revision {current_revision(url)}, code expects "
-                f"{head_revision(url)}: run `codelift db upgrade` first",
-                param_hint="CODELIFT_DATABASE_URL",
-            )
+    with _database() as url:
         try:
             with session_for(url) as session:
                 config = load_experiment(experiment, session)
             chosen: list[Arm] = select_arms(config, arm_names)
         except (ArmError, ConfigError, UnknownExperimentError) as exc:
-            raise typer.BadParameter(str(exc), param_hint="--experiment/--arms") from None
+            raise CommandError(exc) from None
         files = _corpus(corpus, language_names)
         spans = sample_spans(
             files,
@@ -162,9 +174,8 @@ def backtest(
             suffix_chars=suffix_chars,
         )
         if not spans:
-            raise typer.BadParameter(
-                "no file to mask (no source file of the languages asked for)",
-                param_hint="--corpus/--languages",
+            raise CommandError(
+                "--corpus/--languages: no file to mask (no source file of the languages asked for)"
             )
         found = sorted({span.language for span in spans})
         typer.echo(
@@ -176,8 +187,7 @@ def backtest(
             try:
                 results = run_samples(client, spans, chosen, seed=seed, progress=_progress)
             except GatewayRefused as exc:
-                typer.echo(f"error: the gateway refused the backtest: {exc}", err=True)
-                raise typer.Exit(code=2) from None
+                raise CommandError(f"the gateway refused the backtest: {exc}") from None
         names = [arm.name for arm in chosen]
         summary = summarize(results, names, seed=seed, resamples=resamples, alpha=alpha)
         corpus_name = str(corpus) if corpus is not None else HELD_OUT

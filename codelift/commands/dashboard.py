@@ -6,10 +6,7 @@ from typing import Annotated
 
 import typer
 
-from core.db.embedded import database_url as resolve_database_url
-from dashboard.launch import start_dashboard
-from dashboard.settings import get_dashboard_settings
-from migrations.runner import upgrade
+from core.cli_support import configured_database_url
 
 
 def dashboard(
@@ -20,17 +17,21 @@ def dashboard(
     ] = None,
 ) -> None:
     """Serve the Streamlit dashboard (overview, experiments, feedback, serving)."""
+    from dashboard.launch import start_dashboard
+    from dashboard.settings import get_dashboard_settings
+    from migrations.runner import upgrade
+
     settings = get_dashboard_settings()
     if database_url:
         settings = settings.model_copy(update={"database_url": database_url})
-    with resolve_database_url(settings) as url:
+    with configured_database_url(settings) as url:
         if not settings.database_url:
             # The embedded database is this machine's own: keep it at the newest schema.
             upgrade(url)
         running = start_dashboard(
             database_url=url,
-            host=host or settings.dashboard_host,
-            port=port if port is not None else settings.dashboard_port,
+            host=host or settings.host,
+            port=port if port is not None else settings.port,
             quiet=False,
         )
         typer.echo(f"dashboard at {running.url}", err=True)

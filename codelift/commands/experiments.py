@@ -8,24 +8,10 @@ from typing import Annotated
 
 import typer
 
-from core.cli_support import Actor, actor_name, fail
-from core.db.embedded import database_url
-from core.db.session import session_for
-from core.settings import get_database_settings
-from experiments.definitions.config import ConfigError, Status, load_config
-from experiments.definitions.registry import (
-    RegistryError,
-    UnknownExperimentError,
-    apply_definition,
-    audit_log,
-    config_of,
-    get_experiment,
-    list_experiments,
-    ramp,
-    set_status,
-)
+from core.cli_support import Actor, CommandError, actor_name, command_app, configured_session
+from experiments.definitions.status import Status
 
-app = typer.Typer(no_args_is_help=True, help="The experiment registry.")
+app = command_app("The experiment registry.")
 
 Reason = Annotated[str | None, typer.Option("--reason", help="Why, for the audit log.")]
 Key = Annotated[str, typer.Argument(help="The experiment's key.")]
@@ -37,9 +23,12 @@ def apply(
     actor: Actor = None,
 ) -> None:
     """Create an experiment from a definition file, or update it to match the file."""
+    from experiments.definitions.config import ConfigError, load_config
+    from experiments.definitions.registry import RegistryError, apply_definition
+
     try:
         config = load_config(path)
-        with database_url(get_database_settings()) as url, session_for(url) as session:
+        with configured_session() as session:
             result = apply_definition(session, config=config, actor=actor_name(actor))
             session.commit()
             experiment = result.experiment
@@ -53,7 +42,7 @@ def apply(
             else:
                 typer.echo(f"{experiment.key} unchanged")
     except (ConfigError, RegistryError) as exc:
-        raise fail(exc) from None
+        raise CommandError(exc) from None
 
 
 @app.command("list")
@@ -63,7 +52,9 @@ def list_(
     ] = None,
 ) -> None:
     """List experiments with their status, layer, coverage and arms."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from experiments.definitions.registry import list_experiments
+
+    with configured_session() as session:
         experiments = list_experiments(session, status=status)
         if not experiments:
             typer.echo("no experiments")
@@ -81,11 +72,18 @@ def show(
     history: Annotated[int, typer.Option(help="How many audit entries to print.")] = 10,
 ) -> None:
     """Print an experiment's definition (as JSON) and its latest changes."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from experiments.definitions.registry import (
+        UnknownExperimentError,
+        audit_log,
+        config_of,
+        get_experiment,
+    )
+
+    with configured_session() as session:
         try:
             experiment = get_experiment(session, key)
         except UnknownExperimentError as exc:
-            raise fail(exc) from None
+            raise CommandError(exc) from None
         typer.echo(json.dumps(config_of(experiment).model_dump(mode="json"), indent=2))
         typer.echo(
             f"created {experiment.created_at:%Y-%m-%d %H:%M}, "
@@ -101,13 +99,20 @@ def show(
 def _status_command(status: Status, verb: str) -> None:
     @app.command(verb, help=f"Set an experiment's status to {status.value}.")
     def command(key: Key, actor: Actor = None, reason: Reason = None) -> None:
-        with database_url(get_database_settings()) as url, session_for(url) as session:
+        from experiments.definitions.config import ConfigError
+        from experiments.definitions.registry import (
+            RegistryError,
+            UnknownExperimentError,
+            set_status,
+        )
+
+        with configured_session() as session:
             try:
                 experiment = set_status(
                     session, key=key, status=status, actor=actor_name(actor), reason=reason
                 )
             except (ConfigError, RegistryError, UnknownExperimentError) as exc:
-                raise fail(exc) from None
+                raise CommandError(exc) from None
             session.commit()
             typer.echo(f"{experiment.key} is {experiment.status}")
 
@@ -126,12 +131,14 @@ def ramp_(
     reason: Reason = None,
 ) -> None:
     """Set an experiment's coverage; users already in an arm stay in it."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from experiments.definitions.registry import RegistryError, UnknownExperimentError, ramp
+
+    with configured_session() as session:
         try:
             experiment = ramp(
                 session, key=key, coverage=coverage, actor=actor_name(actor), reason=reason
             )
         except (RegistryError, UnknownExperimentError) as exc:
-            raise fail(exc) from None
+            raise CommandError(exc) from None
         session.commit()
         typer.echo(f"{experiment.key} coverage {experiment.coverage:g}")

@@ -5,34 +5,28 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-# The same --actor option and error exit as the experiment registry's commands.
-from core.cli_support import Actor, actor_name, fail
-from core.db.embedded import database_url
-from core.db.session import session_for
-from core.settings import get_database_settings
-from feedback import codebook
-from feedback.analysis import theme_shares
-from feedback.dataset import load_labelled, resolve_themes
-from feedback.discovery import accept_proposal, discover
-from feedback.errors import FeedbackInputError, UnknownThemeError
-from feedback.evaluation import DEFAULT_FOLDS, EvaluationReport, evaluate_labelled, render
-from feedback.models import LEANINGS
-from feedback.tagger import Tagger
-from feedback.worker import (
-    DEFAULT_RETRAIN_AFTER,
-    RETRAIN_FOLDS,
-    TagRunResult,
-    retrain,
-    tag_all_pending,
-    tag_periodically,
+# The same --actor option, database and failure style as the experiment registry's commands.
+from core.cli_support import (
+    Actor,
+    CommandError,
+    actor_name,
+    command_app,
+    configured_database_url,
+    configured_session,
 )
+from feedback.errors import FeedbackInputError, UnknownThemeError
+from feedback.options import DEFAULT_FOLDS, DEFAULT_RETRAIN_AFTER, LEANINGS, RETRAIN_FOLDS
 
-app = typer.Typer(no_args_is_help=True, help="Feedback tagging: themes and polarity of comments.")
-codebook_app = typer.Typer(no_args_is_help=True, help="The codebook of themes.")
+if TYPE_CHECKING:
+    from feedback.evaluation import EvaluationReport
+    from feedback.worker import TagRunResult
+
+app = command_app("Feedback tagging: themes and polarity of comments.")
+codebook_app = command_app("The codebook of themes.")
 app.add_typer(codebook_app, name="codebook")
 
 
@@ -45,13 +39,15 @@ def tag(
     ] = DEFAULT_RETRAIN_AFTER,
 ) -> None:
     """Tag pending comments (new ones, and those tagged by an older tagger or codebook)."""
+    from feedback.worker import tag_all_pending, tag_periodically
+
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def echo(result: TagRunResult) -> None:
         retrained = " (retrained first)" if result.retrained else ""
         typer.echo(f"tagged {result.tagged} comments with tagger {result.tagger_id}{retrained}")
 
-    with database_url(get_database_settings()) as url:
+    with configured_database_url() as url:
         if not loop:
             echo(tag_all_pending(url, retrain_after=retrain_after))
             return
@@ -65,7 +61,9 @@ def retrain_command(
     ),
 ) -> None:
     """Train a new tagger version on the labelled set and people's corrections."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from feedback.worker import retrain
+
+    with configured_session() as session:
         row = retrain(session, folds=folds)
         session.commit()
         typer.echo(
@@ -91,15 +89,26 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Per-theme P/R/F1, macro-F1, top-1 and polarity accuracy, without and with learning."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from feedback import codebook
+    from feedback.dataset import load_labelled, resolve_themes
+    from feedback.evaluation import evaluate_labelled, render
+    from feedback.tagger import Tagger
+
+    with configured_session() as session:
         themes = codebook.list_themes(session)
         merges = codebook.merged_into_map(session)
     try:
+        labelled_set = load_labelled(labelled)
+    except OSError as exc:
+        raise CommandError(f"--labelled: {exc.strerror or exc}: {labelled}") from None
+    except ValueError as exc:
+        raise CommandError(exc) from None
+    try:
         tagger = Tagger(themes)
-        examples = resolve_themes(load_labelled(labelled), merges, tagger.theme_ids)
+        examples = resolve_themes(labelled_set, merges, tagger.theme_ids)
         reports = evaluate_labelled(tagger, examples, folds=folds)
     except ValueError as exc:
-        raise fail(exc) from None
+        raise CommandError(exc) from None
     if as_json:
         typer.echo(json.dumps([_report_json(r) for r in reports], indent=2))
     else:
@@ -118,14 +127,16 @@ def discover_command(
     actor: Actor = None,
 ) -> None:
     """Propose new themes from comments tagged "other"; --accept N adds one."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from feedback.discovery import accept_proposal, discover
+
+    with configured_session() as session:
         proposals = discover(session, min_size=min_size, max_themes=max_themes)
         if not proposals:
             typer.echo("no cluster of 'other' comments is large enough to propose a theme")
             return
         if accept is not None:
             if not 1 <= accept <= len(proposals):
-                raise fail(FeedbackInputError("--accept", f"pick 1 to {len(proposals)}"))
+                raise CommandError(FeedbackInputError("--accept", f"pick 1 to {len(proposals)}"))
             try:
                 theme = accept_proposal(
                     session,
@@ -135,7 +146,7 @@ def discover_command(
                     name=name,
                 )
             except (FeedbackInputError, UnknownThemeError) as exc:
-                raise fail(exc) from None
+                raise CommandError(exc) from None
             session.commit()
             typer.echo(f"added theme {theme.id} ({theme.name}); comments are re-tagged next run")
             return
@@ -156,15 +167,17 @@ def shares(
 ) -> None:
     """Theme and positive shares per arm or language, with 95% CIs (users as the unit)."""
     if by not in ("arm", "language"):
-        raise fail(FeedbackInputError("--by", "must be 'arm' or 'language'"))
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+        raise CommandError(FeedbackInputError("--by", "must be 'arm' or 'language'"))
+    from feedback.analysis import theme_shares
+
+    with configured_session() as session:
         try:
             if by == "arm":
                 rows = theme_shares(session, by="arm", experiment_key=experiment)
             else:
                 rows = theme_shares(session, by="language", experiment_key=experiment)
         except FeedbackInputError as exc:
-            raise fail(exc) from None
+            raise CommandError(exc) from None
     for row in rows:
         if row.share is None:
             continue
@@ -180,7 +193,9 @@ def codebook_list(
     all_themes: Annotated[bool, typer.Option("--all", help="Include merged themes.")] = False,
 ) -> None:
     """List the codebook's themes."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from feedback import codebook
+
+    with configured_session() as session:
         for theme in codebook.list_themes(session, include_inactive=all_themes):
             state = f" (merged into {theme.merged_into})" if theme.merged_into else ""
             typer.echo(
@@ -201,7 +216,9 @@ def codebook_add(
     actor: Actor = None,
 ) -> None:
     """Add a theme."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from feedback import codebook
+
+    with configured_session() as session:
         try:
             theme = codebook.add_theme(
                 session,
@@ -213,7 +230,7 @@ def codebook_add(
                 actor=actor_name(actor),
             )
         except FeedbackInputError as exc:
-            raise fail(exc) from None
+            raise CommandError(exc) from None
         session.commit()
         typer.echo(f"added {theme.id} ({theme.name})")
 
@@ -225,13 +242,15 @@ def codebook_rename(
     actor: Actor = None,
 ) -> None:
     """Rename a theme (its id, tags and corrections stay)."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from feedback import codebook
+
+    with configured_session() as session:
         try:
             theme = codebook.rename_theme(
                 session, theme_id=theme_id, name=name, actor=actor_name(actor)
             )
         except (FeedbackInputError, UnknownThemeError) as exc:
-            raise fail(exc) from None
+            raise CommandError(exc) from None
         session.commit()
         typer.echo(f"renamed {theme.id} to {theme.name}")
 
@@ -243,12 +262,14 @@ def codebook_merge(
     actor: Actor = None,
 ) -> None:
     """Merge one theme into another; tags move, the source is kept as merged."""
-    with database_url(get_database_settings()) as url, session_for(url) as session:
+    from feedback import codebook
+
+    with configured_session() as session:
         try:
             theme = codebook.merge_themes(
                 session, source_id=source_id, target_id=target_id, actor=actor_name(actor)
             )
         except (FeedbackInputError, UnknownThemeError) as exc:
-            raise fail(exc) from None
+            raise CommandError(exc) from None
         session.commit()
         typer.echo(f"merged {source_id} into {theme.id}")

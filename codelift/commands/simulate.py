@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from core.db.connection import make_engine
-from core.db.embedded import database_url
-from core.settings import get_database_settings
-from migrations.runner import upgrade
-from simulator.check import CheckResult, run_check
-from simulator.demo import (
-    DEFAULT_VARIANT,
-    DemoOptions,
-    drive_fleet,
-    make_keys,
-    prepare_live,
-    run_demo,
-)
-from simulator.direct import Timeline
-from simulator.fullstack import Endpoints
-from simulator.runner import simulate_direct
-from simulator.scenario import Scenario, ScenarioError, load_scenario
-from simulator.stack import ServiceFailed, running_stack
+from core.cli_support import FAILURE_EXIT, CommandError, configured_database_url
 
-DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "examples" / "scenarios" / "demo.yaml"
+if TYPE_CHECKING:
+    from simulator.check import CheckResult
+    from simulator.scenario import Scenario
+
+DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / "demo.yaml"
 
 
 def _interrupt_on_signals() -> None:
@@ -58,10 +44,12 @@ class Mode(enum.StrEnum):
 
 
 def _scenario(path: Path, developers: int | None, days: float | None) -> Scenario:
+    from simulator.scenario import Scenario, ScenarioError, load_scenario
+
     try:
         scenario = load_scenario(path)
     except ScenarioError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--scenario") from None
+        raise CommandError(f"--scenario: {exc}") from None
     fleet = scenario.fleet
     if developers is not None:
         fleet = fleet.model_copy(update={"developers": developers})
@@ -91,9 +79,12 @@ def simulate(
     ),
 ) -> None:
     """Simulate a fleet of developers using the assistant, with the scenario's true effects."""
+    from migrations.runner import upgrade
+    from simulator.runner import simulate_direct
+
     logging.basicConfig(level=logging.WARNING)
     scenario = _scenario(scenario_path, developers, days)
-    with database_url(get_database_settings()) as url:
+    with configured_database_url() as url:
         upgrade(url)
         if mode is Mode.DIRECT:
             run = simulate_direct(url, scenario, check=check, cuped=cuped)
@@ -109,12 +100,21 @@ def simulate(
     if verdict is not None:
         typer.echo(verdict.render())
         if not verdict.passed:
-            raise typer.Exit(code=1)
+            # A result, not an error: the check's verdict is printed above, as a test runner's.
+            raise typer.Exit(code=FAILURE_EXIT)
 
 
 def _full_stack(
     url: str, scenario: Scenario, *, check: bool, concurrency: int, cuped: bool
 ) -> CheckResult | None:
+    import asyncio
+
+    from core.db.connection import make_engine
+    from simulator.check import run_check
+    from simulator.demo import DEFAULT_VARIANT, drive_fleet, make_keys, prepare_live
+    from simulator.direct import Timeline
+    from simulator.fullstack import Endpoints
+    from simulator.stack import ServiceFailed, running_stack
 
     ingest_key, serve_key = make_keys(url)
     timeline = Timeline.for_scenario(scenario)
@@ -139,8 +139,7 @@ def _full_stack(
                 )
             )
     except ServiceFailed as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+        raise CommandError(exc, code=FAILURE_EXIT) from None
     lost = result.events_sent - result.events_acknowledged
     typer.echo(
         f"{result.completions:,} completions, events sent {result.events_sent:,}, "
@@ -174,6 +173,10 @@ def demo(
     dashboard_port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 8501,
 ) -> None:
     """The whole platform on this machine: services, a fleet through a gated rollout, results."""
+    from core.settings import get_database_settings
+    from simulator.demo import DemoOptions, run_demo
+    from simulator.stack import ServiceFailed
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _interrupt_on_signals()
     scenario = _scenario(scenario_path, developers, days)
@@ -187,11 +190,10 @@ def demo(
         log_dir=settings.data_dir / "logs",
     )
     try:
-        with database_url(settings) as url:
+        with configured_database_url(settings) as url:
             run_demo(url, options)
     except ServiceFailed as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+        raise CommandError(exc, code=FAILURE_EXIT) from None
     except KeyboardInterrupt:
         typer.echo("\nstopped", err=True)
         raise typer.Exit(code=130) from None

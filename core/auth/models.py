@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 
 from sqlalchemy import ARRAY, CheckConstraint, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.auth.scopes import Scope as Scope
 from core.db.base import Base
-
-
-class Scope(enum.StrEnum):
-    """What a key may do: send events, request completions, or administer the platform.
-
-    ``evaluate`` lets a ``serve`` key ask the gateway for a named variant instead of the
-    user's assigned arm (offline backtests); ``admin`` may do that too.
-    """
-
-    INGEST = "ingest"
-    SERVE = "serve"
-    ADMIN = "admin"
-    EVALUATE = "evaluate"
 
 
 class ApiKey(Base):

@@ -1,6 +1,6 @@
 """Rollout gates: from an analysis and the rollout plan to advance / hold / roll back / halt.
 
-The rules, in order (DESIGN.md, gating):
+The rules, in order (docs/statistics.md, Rollout gates):
 1. halt when the split of users between arms does not match the weights (SRM χ² p < 0.001):
    every other figure is then suspect;
 2. roll back when a primary metric or a guardrail is significantly worse in some arm, judged by

@@ -6,7 +6,6 @@ nothing is ever "repaired", because a repaired split would re-split live traffic
 
 from __future__ import annotations
 
-import enum
 import math
 import re
 import tomllib
@@ -27,17 +26,8 @@ from pydantic import (
 
 from experiments.definitions.bucketing import BUCKETING_VERSIONS, CURRENT_VERSION, check_weights
 from experiments.definitions.metrics_catalog import METRICS
+from experiments.definitions.status import Status as Status
 from experiments.variants import VariantOverrides
-
-
-class Status(enum.StrEnum):
-    """Life cycle of an experiment. Only ``running`` experiments assign users."""
-
-    DRAFT = "draft"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPED = "stopped"
-    SHIPPED = "shipped"
 
 
 class ConfigError(ValueError):

@@ -1,8 +1,8 @@
 """The metrics an experiment may name, so a typo is rejected when the experiment is defined.
 
-Definitions are in DESIGN.md (Metric definitions); the SQL and statistics come with the metrics
-issue. ``higher_is_better`` says which direction is a win, and so which side a guardrail's margin
-guards.
+Definitions are in docs/metrics.md; the SQL is ``experiments.analysis.metrics_sql``, the
+statistics ``experiments.analysis.stats``. ``higher_is_better`` says which direction is a win,
+and so which side a guardrail's margin guards.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Feedback tagging: the codebook (seeded from DESIGN.md) and its history, tags, corrections,
-tagger versions.
+"""Feedback tagging: the codebook (its starting themes seeded here) and its history, tags,
+corrections, tagger versions.
 
 Revision ID: f3ed6ac0b8a1
 Revises: 06b3c6cc94c0
@@ -19,8 +19,8 @@ down_revision: str | Sequence[str] | None = "06b3c6cc94c0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The starting codebook (DESIGN.md, Feedback tagging), frozen here: later edits are data, made
-# with `codelift feedback codebook ...` and recorded in feedback_theme_history.
+# The starting codebook (docs/architecture.md, Feedback tagging), frozen here: later edits are
+# data, made with `codelift feedback codebook ...` and recorded in feedback_theme_history.
 SEED_THEMES: list[dict[str, object]] = [
     {
         "id": "api_discovery",

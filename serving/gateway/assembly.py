@@ -82,8 +82,9 @@ def assignment_service(settings: GatewaySettings, database_url: str) -> Iterator
 def assembled_gateway(
     settings: GatewaySettings, *, backends: Mapping[str, Backend] | None = None
 ) -> Iterator[FastAPI]:
-    """The gateway app for ``settings``; its backends are closed with the app's lifespan, and
-    the assignment service (with ``settings.experiments``) is stopped when the block ends."""
+    """The gateway app for ``settings``, on ``backends`` or, by default, on those the settings
+    configure; the assignment service (with ``settings.experiments``) is stopped when the block
+    ends. Backends made here are closed with the app's lifespan; the caller's stay the caller's."""
     from serving.gateway.main import create_app
 
     with contextlib.ExitStack() as stack:
@@ -92,5 +93,6 @@ def assembled_gateway(
             if not settings.database_url:
                 raise ValueError("experiments need database_url (the registry lives there)")
             assignment = stack.enter_context(assignment_service(settings, settings.database_url))
-        served = dict(backends) if backends is not None else make_backends(settings)
-        yield create_app(settings, served, assignment, close_backends=True)
+        made_here = backends is None
+        served = make_backends(settings) if backends is None else dict(backends)
+        yield create_app(settings, served, assignment, close_backends=made_here)

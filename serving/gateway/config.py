@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from core.settings import DatabaseSettings, refuse_default_secrets
+from core.settings import SHARED_ENV_PREFIX, DatabaseSettings, refuse_default_secrets
 from experiments.variants import Variant
 
 
@@ -38,10 +39,17 @@ class LocalBackendConfig(BaseModel):
 
 
 class GatewaySettings(DatabaseSettings):
-    """Everything the gateway reads from the environment (``CODELIFT_`` prefix).
+    """Everything the gateway reads from the environment.
 
-    Nested values are JSON, e.g. ``CODELIFT_DEFAULT_VARIANT='{"model": "codelift-fim-small"}'``.
+    Its own fields are ``CODELIFT_GATEWAY_<FIELD>`` (``CODELIFT_GATEWAY_PORT``); the shared ones
+    keep their ``CODELIFT_`` names. The old ``CODELIFT_<FIELD>`` names (``CODELIFT_PORT``,
+    ``CODELIFT_COLLECTOR_URL``) are still read, for one release, when the new name is unset.
+    Nested values are JSON, e.g.
+    ``CODELIFT_GATEWAY_DEFAULT_VARIANT='{"model": "codelift-fim-small"}'``.
     """
+
+    model_config = SettingsConfigDict(env_prefix="CODELIFT_GATEWAY_")
+    legacy_env_prefix = SHARED_ENV_PREFIX
 
     host: str = "127.0.0.1"
     port: int = Field(default=8200, ge=0, le=65535)

@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from experiments.analysis.options import DEFAULT_ALPHA as DEFAULT_ALPHA
+from experiments.analysis.options import DEFAULT_RESAMPLES as DEFAULT_RESAMPLES
 from experiments.analysis.stats.results import Interval, ResultCode
 
 # Rows of resampled scores (resamples × n) -> the statistic of each row.
 Statistic = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
-
-DEFAULT_RESAMPLES = 2000
-DEFAULT_ALPHA = 0.05
 
 
 def mean(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

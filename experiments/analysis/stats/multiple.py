@@ -21,19 +21,12 @@ and they do not dilute the others' correction.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Sequence
 
+from experiments.analysis.options import Correction as Correction
 from experiments.analysis.stats.frequentist import t_interval
 from experiments.analysis.stats.results import Comparison, Interval
 from experiments.analysis.stats.sequential import cs_interval, tuning_rho
-
-
-class Correction(enum.StrEnum):
-    """A multiple-comparison procedure."""
-
-    HOLM = "holm"
-    BH = "bh"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

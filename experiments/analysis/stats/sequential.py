@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import math
 
+from experiments.analysis.options import DEFAULT_N_STAR as DEFAULT_N_STAR
 from experiments.analysis.stats.results import Interval
-
-# GrowthBook's default: tightest around 5,000 users in total.
-DEFAULT_N_STAR = 5000.0
 
 
 def tuning_rho(alpha: float, n_star: float) -> float:
