@@ -18,8 +18,7 @@ import random
 from collections.abc import Iterator, Sequence
 
 from backtest.corpus import CorpusFile
-from backtest.options import DEFAULT_PREFIX_CHARS as DEFAULT_PREFIX_CHARS
-from backtest.options import DEFAULT_SUFFIX_CHARS as DEFAULT_SUFFIX_CHARS
+from backtest.options import DEFAULT_PREFIX_CHARS, DEFAULT_SUFFIX_CHARS
 
 # Longer targets are not what completions are judged on (and are slow to score).
 MAX_TARGET_CHARS = 400

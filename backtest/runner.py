@@ -14,9 +14,8 @@ from backtest.arms import Arm
 from backtest.client import Completion, GatewayClient
 from backtest.masking import MaskedSpan
 from backtest.metrics import Scores, score
+from experiments.analysis.options import DEFAULT_ALPHA, DEFAULT_RESAMPLES
 from experiments.analysis.stats.bootstrap import (
-    DEFAULT_ALPHA,
-    DEFAULT_RESAMPLES,
     BootstrapEstimate,
     PairedDifference,
     Statistic,

@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from collector.partitions import maintain_for_settings
 from core.auth.keys import create_api_key
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from core.db.connection import libpq_conninfo, make_engine
 from core.settings import DatabaseSettings
 from migrations.runner import upgrade

@@ -21,7 +21,7 @@ from experiments.analysis.analyze import AnalysisReport, analyze_experiment
 from experiments.analysis.gate_models import GateDecisionRow
 from experiments.analysis.gate_runner import gate_history
 from experiments.analysis.history import look_days, sequential_history
-from experiments.definitions.config import ExperimentConfig, Status
+from experiments.definitions.config import ExperimentConfig
 from experiments.definitions.metrics_catalog import METRICS
 from experiments.definitions.registry import (
     audit_log,
@@ -31,6 +31,7 @@ from experiments.definitions.registry import (
     ramp,
     set_status,
 )
+from experiments.definitions.status import Status
 from experiments.product.metrics import Grain, ProductMetrics, product_overview
 from experiments.product.serving_health import ServingGrain, ServingPoint, serving_by_arm
 from feedback.store import correct_tags, list_themes, search_comments, theme_counts

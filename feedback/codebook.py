@@ -15,7 +15,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from feedback.errors import FeedbackInputError, UnknownThemeError
-from feedback.models import LEANINGS, TagRow, ThemeHistoryRow, ThemeRow
+from feedback.models import TagRow, ThemeHistoryRow, ThemeRow
+from feedback.options import LEANINGS
 from feedback.views import ThemeView
 
 OTHER_THEME = "other"

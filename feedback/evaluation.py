@@ -16,7 +16,7 @@ from feedback.dataset import Example, phrase_examples
 from feedback.embedder import Vectors
 from feedback.features import rating_features
 from feedback.model import TaggerModel, TrainingSet, train_model
-from feedback.options import DEFAULT_FOLDS as DEFAULT_FOLDS
+from feedback.options import DEFAULT_FOLDS
 from feedback.tagger import Tagger, Tagging
 
 # Below this many examples a cross-validated figure means little; none is reported.

@@ -24,7 +24,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base
-from feedback.options import LEANINGS as LEANINGS
 
 POLARITIES = ("positive", "negative")
 TAG_SOURCES = ("model", "human")

@@ -26,8 +26,7 @@ from feedback.evaluation import MIN_EXAMPLES_FOR_CV, cross_validated, fit
 from feedback.features import CommentInput
 from feedback.model import TaggerModel
 from feedback.models import CorrectionRow, TaggerRow, TaggingRow, TagRow
-from feedback.options import DEFAULT_RETRAIN_AFTER as DEFAULT_RETRAIN_AFTER
-from feedback.options import RETRAIN_FOLDS as RETRAIN_FOLDS
+from feedback.options import DEFAULT_RETRAIN_AFTER, RETRAIN_FOLDS
 from feedback.tagger import Tagger, Tagging
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from collector.schemas import EVENT_TYPES
 from core.auth.keys import create_api_key
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from core.db.connection import libpq_conninfo, make_engine
 from dashboard.settings import DashboardSettings
 from experiments.analysis.analyze import analyze_experiment, gate_analyzer

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.auth.keys import create_api_key, revoke_api_key
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from collector.partitions import maintain_for_settings
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from core.db.connection import libpq_conninfo, make_engine
 from migrations.runner import upgrade
 from tests.apikeys import Key, MakeKey, commit_key

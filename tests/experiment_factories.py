@@ -13,9 +13,10 @@ from sqlalchemy import Engine, delete, update
 from sqlalchemy.orm import Session
 
 from collector.models import ExposureRow
-from experiments.definitions.config import ExperimentConfig, Status, parse_config
+from experiments.definitions.config import ExperimentConfig, parse_config
 from experiments.definitions.models import Experiment, ExperimentAudit, RegistryVersion
 from experiments.definitions.registry import apply_definition, ramp, registry_version, set_status
+from experiments.definitions.status import Status
 from experiments.variants import Variant
 
 ACTOR = "tests"

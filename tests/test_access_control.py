@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from collector.config import CollectorSettings
 from collector.main import create_app as create_collector
 from core.auth.keys import revoke_api_key
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from core.settings import DatabaseSettings
 from serving.gateway.config import GatewaySettings
 from serving.gateway.main import create_app as create_gateway

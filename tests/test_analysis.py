@@ -26,8 +26,9 @@ from experiments.analysis.gate_runner import run_gate
 from experiments.analysis.gates import Decision
 from experiments.analysis.report_table import render
 from experiments.analysis.rollups import refresh_rollups
-from experiments.definitions.config import ExperimentConfig, Status
+from experiments.definitions.config import ExperimentConfig
 from experiments.definitions.registry import apply_definition, audit_log, get_experiment
+from experiments.definitions.status import Status
 from simulator.synthetic import SyntheticConfig, load_synthetic
 from tests.experiment_definitions import config
 

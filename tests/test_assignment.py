@@ -17,8 +17,8 @@ from experiments.assignment.service import (
     AssignmentService,
 )
 from experiments.assignment.snapshot import RegistrySnapshot, load_snapshot
-from experiments.definitions.config import Status
 from experiments.definitions.registry import apply_definition, registry_version
+from experiments.definitions.status import Status
 from experiments.variants import Variant
 from tests.database import PgConnection
 from tests.experiment_factories import (

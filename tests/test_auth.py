@@ -12,7 +12,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.auth.keys import generate_secret, hash_key
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from core.auth.verify import AuthError, KeyVerifier, Principal
 from core.db.connection import libpq_conninfo
 from tests import factories

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from codelift.cli import app
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from experiments.variants import PostProcess, Variant
 from serving.backend import GenerationRequest
 from serving.local.tokenizer import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX

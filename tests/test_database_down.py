@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from tests import factories
 from tests.apikeys import Key, MakeKey
 from tests.database import PgConnection, count, row_by_id

@@ -15,11 +15,11 @@ from experiments.definitions.config import (
     ConfigError,
     ExperimentConfig,
     Selector,
-    Status,
     Targeting,
     load_config,
     parse_config,
 )
+from experiments.definitions.status import Status
 from experiments.variants import (
     DecodingOverrides,
     FimFamily,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from serving.scripted_backend import ScriptedBackend
 from tests.apikeys import Key, MakeKey
 from tests.database import PgConnection

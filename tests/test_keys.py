@@ -19,7 +19,8 @@ from core.auth.keys import (
     list_api_keys,
     revoke_api_key,
 )
-from core.auth.models import ApiKey, Scope
+from core.auth.models import ApiKey
+from core.auth.scopes import Scope
 from tests.database import PgConnection
 
 SECRET = re.compile(r"^cl_[A-Za-z0-9_-]{43}$")

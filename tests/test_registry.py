@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from experiments.definitions.config import ConfigError, ExperimentConfig, Status
+from experiments.definitions.config import ConfigError, ExperimentConfig
 from experiments.definitions.models import Experiment, ExperimentArm, ExperimentAudit
 from experiments.definitions.registry import (
     RegistryError,
@@ -26,6 +26,7 @@ from experiments.definitions.registry import (
     registry_version,
     set_status,
 )
+from experiments.definitions.status import Status
 from tests.experiment_definitions import arms, config
 
 ACTOR = "test:alice"

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from collector.partitions import maintain_for_settings
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from core.db.connection import libpq_conninfo, make_engine
 from experiments.variants import Variant
 from migrations.runner import upgrade

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from experiments.analysis.analyze import MetricResult
-from experiments.analysis.stats.multiple import AdjustedComparison, Correction
+from experiments.analysis.options import Correction
+from experiments.analysis.stats.multiple import AdjustedComparison
 from experiments.analysis.stats.results import Comparison, ResultCode
 from simulator.results_table import format_cell
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from experiments.variants import Decoding, Variant
 from serving.gateway.assembly import assignment_service
 from serving.gateway.config import GatewaySettings

@@ -15,7 +15,7 @@ from collector.config import CollectorSettings
 from collector.errors import DatabaseUnavailable, RateLimited
 from collector.ingest import IngestService
 from collector.metrics import CollectorMetrics
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from core.auth.verify import KeyVerifier, Principal
 from core.ratelimit import RateLimiter
 

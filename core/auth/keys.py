@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.auth.models import ApiKey, Scope
+from core.auth.models import ApiKey
+from core.auth.scopes import Scope
 
 KEY_PREFIX = "cl_"
 

@@ -7,7 +7,6 @@ import datetime as dt
 from sqlalchemy import ARRAY, CheckConstraint, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.auth.scopes import Scope as Scope
 from core.db.base import Base
 
 

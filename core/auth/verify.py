@@ -9,7 +9,7 @@ from collections.abc import Callable
 from psycopg_pool import AsyncConnectionPool
 
 from core.auth.keys import hash_key
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 
 
 class AuthError(Exception):

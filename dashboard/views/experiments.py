@@ -12,8 +12,9 @@ from dashboard import cached, data
 from dashboard.context import PageContext
 from dashboard.views.widgets import pct, table
 from experiments.analysis.gates import SRM_THRESHOLD
-from experiments.definitions.config import ConfigError, Status
+from experiments.definitions.config import ConfigError
 from experiments.definitions.registry import RegistryError
+from experiments.definitions.status import Status
 
 SIGNIFICANT = "✱ significant"
 NOT_SIGNIFICANT = "n.s."

@@ -30,10 +30,11 @@ from experiments.analysis.stats import (
     non_inferiority,
     srm_p_value,
 )
-from experiments.definitions.config import ExperimentConfig, Status
+from experiments.definitions.config import ExperimentConfig
 from experiments.definitions.metrics_catalog import METRICS
 from experiments.definitions.models import Experiment
 from experiments.definitions.registry import config_of
+from experiments.definitions.status import Status
 
 # latency_p95 is descriptive (there is no user-level test of a quantile here): as a guardrail
 # it is tested through the per-user mean latency, and the report says so.

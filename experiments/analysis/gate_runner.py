@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from experiments.analysis.gate_models import GateDecisionRow
 from experiments.analysis.gates import Decision, GateDecision, GateInput, evaluate
-from experiments.definitions.config import Status
 from experiments.definitions.models import Experiment, ExperimentAudit
 from experiments.definitions.registry import (
     config_of,
@@ -25,6 +24,7 @@ from experiments.definitions.registry import (
     ramp,
     set_status,
 )
+from experiments.definitions.status import Status
 
 log = logging.getLogger(__name__)
 

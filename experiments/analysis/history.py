@@ -28,7 +28,8 @@ from experiments.analysis.metrics_sql import (
     moment_aggregates,
 )
 from experiments.analysis.stats import Comparison
-from experiments.definitions.config import ExperimentConfig, Status
+from experiments.definitions.config import ExperimentConfig
+from experiments.definitions.status import Status
 
 # More looks than this are thinned to evenly spaced days.
 MAX_LOOKS = 14

@@ -15,9 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from experiments.definitions.bucketing import BUCKETING_VERSIONS, arm_ranges, layer_seed
-from experiments.definitions.config import Status, Targeting
+from experiments.definitions.config import Targeting
 from experiments.definitions.models import Experiment
 from experiments.definitions.registry import registry_version
+from experiments.definitions.status import Status
 from experiments.variants import VariantOverrides
 
 log = logging.getLogger(__name__)

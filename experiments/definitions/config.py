@@ -26,7 +26,7 @@ from pydantic import (
 
 from experiments.definitions.bucketing import BUCKETING_VERSIONS, CURRENT_VERSION, check_weights
 from experiments.definitions.metrics_catalog import METRICS
-from experiments.definitions.status import Status as Status
+from experiments.definitions.status import Status
 from experiments.variants import VariantOverrides
 
 

@@ -14,13 +14,14 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, object_session
 
-from experiments.definitions.config import ConfigError, ExperimentConfig, Status, parse_config
+from experiments.definitions.config import ConfigError, ExperimentConfig, parse_config
 from experiments.definitions.models import (
     Experiment,
     ExperimentArm,
     ExperimentAudit,
     RegistryVersion,
 )
+from experiments.definitions.status import Status
 
 # Channel a NOTIFY goes out on after each change (for listeners that want it immediately).
 CHANNEL = "codelift_registry"

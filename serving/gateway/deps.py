@@ -7,7 +7,7 @@ import logging
 
 import psycopg
 
-from core.auth.models import Scope
+from core.auth.scopes import Scope
 from core.auth.verify import AuthError, KeyVerifier, Principal
 from core.ratelimit import RateLimiter
 from serving.event_logger import EventLogger

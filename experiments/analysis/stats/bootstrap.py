@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from experiments.analysis.options import DEFAULT_ALPHA as DEFAULT_ALPHA
-from experiments.analysis.options import DEFAULT_RESAMPLES as DEFAULT_RESAMPLES
+from experiments.analysis.options import DEFAULT_ALPHA, DEFAULT_RESAMPLES
 from experiments.analysis.stats.results import Interval, ResultCode
 
 # Rows of resampled scores (resamples × n) -> the statistic of each row.

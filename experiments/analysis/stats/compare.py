@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from experiments.analysis.options import DEFAULT_N_STAR
 from experiments.analysis.stats.bayesian import chance_to_win
 from experiments.analysis.stats.cuped import cuped_estimates
 from experiments.analysis.stats.estimates import (
@@ -19,12 +20,7 @@ from experiments.analysis.stats.estimates import (
 from experiments.analysis.stats.frequentist import absolute_lift, relative_lift, t_test, welch_dof
 from experiments.analysis.stats.moments import CupedMeanMoments, CupedRatioMoments, Moments
 from experiments.analysis.stats.results import Comparison, ResultCode
-from experiments.analysis.stats.sequential import (
-    DEFAULT_N_STAR,
-    cs_interval,
-    cs_p_value,
-    tuning_rho,
-)
+from experiments.analysis.stats.sequential import cs_interval, cs_p_value, tuning_rho
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

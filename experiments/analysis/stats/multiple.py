@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from experiments.analysis.options import Correction as Correction
+from experiments.analysis.options import Correction
 from experiments.analysis.stats.frequentist import t_interval
 from experiments.analysis.stats.results import Comparison, Interval
 from experiments.analysis.stats.sequential import cs_interval, tuning_rho

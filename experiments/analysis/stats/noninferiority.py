@@ -16,18 +16,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from experiments.analysis.options import DEFAULT_N_STAR
 from experiments.analysis.stats._distributions import t_ppf, t_sf
 from experiments.analysis.stats.compare import prepare
 from experiments.analysis.stats.estimates import is_zero_baseline
 from experiments.analysis.stats.frequentist import relative_lift, welch_dof
 from experiments.analysis.stats.moments import Moments
 from experiments.analysis.stats.results import NonInferiority, ResultCode
-from experiments.analysis.stats.sequential import (
-    DEFAULT_N_STAR,
-    cs_interval,
-    cs_p_value,
-    tuning_rho,
-)
+from experiments.analysis.stats.sequential import cs_interval, cs_p_value, tuning_rho
 
 
 def non_inferiority(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-from experiments.analysis.options import DEFAULT_N_STAR as DEFAULT_N_STAR
 from experiments.analysis.stats.results import Interval
 
 
