@@ -17,7 +17,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from experiments.analysis.analyze import AnalysisReport, analyze_experiment
+from experiments.analysis.analyze import AnalysisReport, analyze_registered
 from experiments.analysis.gate_models import GateDecisionRow
 from experiments.analysis.gate_runner import gate_history
 from experiments.analysis.history import look_days, sequential_history
@@ -196,13 +196,7 @@ def experiment_detail(engine: Engine, key: str) -> ExperimentDetail:
     with Session(engine) as session:
         experiment = get_experiment(session, key)
         config = config_of(experiment)
-        report = analyze_experiment(
-            session.connection(),
-            config,
-            status=experiment.status,
-            coverage=experiment.coverage,
-            by_language=True,
-        )
+        report = analyze_registered(session.connection(), experiment, by_language=True)
         gates = [_gate_row(row) for row in gate_history(session, key=key)]
         timeline = [
             {

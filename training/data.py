@@ -9,17 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from backtest.source_files import (
-    HELD_OUT_MODULUS,
-    MAX_FILE_BYTES,
-    MAX_LINE_BYTES,
-    Language,
-    SourceFile,
-    collect,
-    default_languages,
-    is_held_out,
-    usable,
-)
+from backtest.source_files import SourceFile
 from serving.local.tokenizer import (
     EOT_ID,
     FILE_SEP_ID,
@@ -29,22 +19,6 @@ from serving.local.tokenizer import (
     PAD_ID,
     Tokenizer,
 )
-
-__all__ = [
-    "HELD_OUT_MODULUS",
-    "MAX_FILE_BYTES",
-    "MAX_LINE_BYTES",
-    "Language",
-    "Sampler",
-    "SourceFile",
-    "collect",
-    "corpus_bytes",
-    "default_languages",
-    "encode_window",
-    "fim_span",
-    "is_held_out",
-    "usable",
-]
 
 NEWLINE = 10
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backtest import source_files
 from backtest.metrics import edit_similarity
 from serving.local.lora import Deltas
 from serving.local.model import FimTransformer, KVCache
@@ -45,7 +46,7 @@ class EvalConfig:
 def bits_per_byte(
     model: FimTransformer,
     tok: Tokenizer,
-    files: list[data_mod.SourceFile],
+    files: list[source_files.SourceFile],
     ecfg: EvalConfig,
     bytes_per_token: float,
     lora: Deltas | None = None,
@@ -122,13 +123,13 @@ def _parses(source: str) -> bool:
 def masked_line(
     model: FimTransformer,
     tok: Tokenizer,
-    files: list[data_mod.SourceFile],
+    files: list[source_files.SourceFile],
     ecfg: EvalConfig,
     lora: Deltas | None = None,
 ) -> dict[str, Any]:
     """Infill one whole non-blank line of a held-out file from its prefix and suffix (greedy)."""
     rng = np.random.default_rng(ecfg.seed)
-    candidates: list[tuple[data_mod.SourceFile, list[str], int]] = []
+    candidates: list[tuple[source_files.SourceFile, list[str], int]] = []
     for f in files:
         text = f.data.decode("utf-8", errors="replace")
         lines = text.split("\n")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backtest import source_files
 from serving.local.lora import Deltas
 from serving.local.model import (
     FimTransformer,
@@ -202,8 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     started = time.monotonic()
-    languages = data_mod.default_languages()
-    files = list(data_mod.collect(languages))
+    languages = source_files.default_languages()
+    files = list(source_files.collect(languages))
     train_files = [f for f in files if not f.held_out]
     held_out = [f for f in files if f.held_out]
     corpus = data_mod.corpus_bytes(train_files)
@@ -310,20 +311,20 @@ def main(argv: list[str] | None = None) -> None:
     log.info("evaluation: %s", json.dumps(evaluation, indent=2))
 
 
-def _merge_sample(files: list[data_mod.SourceFile], cfg: TrainConfig) -> list[bytes]:
+def _merge_sample(files: list[source_files.SourceFile], cfg: TrainConfig) -> list[bytes]:
     """About ``merge_sample_bytes`` of training files, every language in its corpus share."""
     total = sum(len(f.data) for f in files)
     keep = max(1, round(total / max(1, cfg.merge_sample_bytes)))
     return [f.data for f in files if int(hashlib.sha1(f.data).hexdigest()[8:16], 16) % keep == 0]
 
 
-def _bytes_per_token(tok: Tokenizer, files: list[data_mod.SourceFile]) -> float:
+def _bytes_per_token(tok: Tokenizer, files: list[source_files.SourceFile]) -> float:
     data = data_mod.corpus_bytes(files)
     return len(data) / max(1, len(data_mod.encode_window(tok, data)))
 
 
 def _describe(
-    languages: list[data_mod.Language], files: list[data_mod.SourceFile], seconds: float
+    languages: list[source_files.Language], files: list[source_files.SourceFile], seconds: float
 ) -> dict[str, Any]:
     count: Counter[str] = Counter()
     size: Counter[str] = Counter()
@@ -349,9 +350,9 @@ def _describe(
             for lang in sorted(count)
         },
         "held_out_rule": "file held out iff int(sha1(file bytes)[:8], 16) % "
-        f"{data_mod.HELD_OUT_MODULUS} == 0 (files deduplicated by content first)",
-        "filters": f"files <= {data_mod.MAX_FILE_BYTES} bytes, no NUL, no line longer than "
-        f"{data_mod.MAX_LINE_BYTES} bytes; directories named test/tests skipped; files sampled "
+        f"{source_files.HELD_OUT_MODULUS} == 0 (files deduplicated by content first)",
+        "filters": f"files <= {source_files.MAX_FILE_BYTES} bytes, no NUL, no line longer than "
+        f"{source_files.MAX_LINE_BYTES} bytes; directories named test/tests skipped; files sampled "
         "in md5(path) order until the language's byte cap",
         "collect_seconds": seconds,
     }

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backtest import source_files
 from serving.local.engine import DEFAULT_CHECKPOINT
 from serving.local.lora import LoraAdapter, LoraConfig, base_hash
 from serving.local.model import FimTransformer, load_checkpoint
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     base_record = json.loads((args.base / "training.json").read_text())
     width = 1.0 if not tok.merges else 1.2 * base_record["tokenizer"]["held_out_bytes_per_token"]
 
-    files = list(data_mod.collect(data_mod.default_languages()))
+    files = list(source_files.collect(source_files.default_languages()))
     train_files = [f for f in files if not f.held_out and f.language == cfg.language]
     held_out = [f for f in files if f.held_out]
     if not train_files:

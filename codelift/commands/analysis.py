@@ -56,17 +56,14 @@ def _report(
     n_star: float,
     refresh: bool,
 ) -> AnalysisReport:
-    from experiments.analysis.analyze import analyze_experiment
+    from experiments.analysis.analyze import analyze_registered
     from experiments.analysis.rollups import refresh_rollups
-    from experiments.definitions.registry import config_of
 
     if refresh and source is DataSource.ROLLUPS:
         refresh_rollups(session.connection())
-    return analyze_experiment(
+    return analyze_registered(
         session.connection(),
-        config_of(experiment),
-        status=experiment.status,
-        coverage=experiment.coverage,
+        experiment,
         by_language=by_language,
         source=source.value,
         alpha=alpha,

@@ -285,6 +285,33 @@ def analyze_experiment(
     )
 
 
+def analyze_registered(
+    conn: sqlalchemy.Connection,
+    experiment: Experiment,
+    *,
+    by_language: bool = False,
+    source: Source = "rollups",
+    alpha: float = 0.05,
+    correction: Correction | str = Correction.HOLM,
+    n_star: float = DEFAULT_N_STAR,
+    cuped: bool = False,
+) -> AnalysisReport:
+    """``analyze_experiment`` for an experiment of the registry: its stored definition, status
+    and coverage."""
+    return analyze_experiment(
+        conn,
+        config_of(experiment),
+        status=experiment.status,
+        coverage=experiment.coverage,
+        by_language=by_language,
+        source=source,
+        alpha=alpha,
+        correction=correction,
+        n_star=n_star,
+        cuped=cuped,
+    )
+
+
 def gate_view(report: AnalysisReport, config: ExperimentConfig) -> GateInput:
     """What the gate needs: overall (all-language) sequential verdicts and guardrail tests."""
     guardrail_metrics = {TESTED_AS.get(g.metric, g.metric) for g in config.guardrails}
@@ -343,20 +370,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 def gate_analyzer(session: Session, experiment: Experiment) -> tuple[GateInput, dict[str, Any]]:
     """The gates' view of an experiment: overall figures from the rollups as they are, with CUPED
     and Holm's correction (the caller brings the rollups up to date)."""
-    config = config_of(experiment)
-    report = analyze_experiment(
-        session.connection(),
-        config,
-        status=experiment.status,
-        coverage=experiment.coverage,
-        by_language=False,
-        source="rollups",
-        alpha=0.05,
-        correction=Correction.HOLM,
-        n_star=DEFAULT_N_STAR,
-        cuped=True,
-    )
-    view = gate_view(report, config)
+    report = analyze_registered(session.connection(), experiment, cuped=True)
+    view = gate_view(report, config_of(experiment))
     evidence = {
         "users_per_arm": report.users_per_arm,
         "srm_p_value": report.srm_p_value,

@@ -238,6 +238,7 @@ class ExposureRecorder:
                 break
             batch.append(
                 {
+                    "type": "exposure",
                     "event_id": uuid.uuid5(EXPOSURE_NAMESPACE, name),
                     "client_ts": dt.datetime.fromtimestamp(served_at, dt.UTC),
                     "schema_version": SCHEMA_VERSION,
@@ -256,11 +257,11 @@ class ExposureRecorder:
     def _write(self, batch: list[dict[str, Any]]) -> None:
         now = dt.datetime.now(dt.UTC)
         window = accepted_window(now, max_age=self._max_event_age, max_skew=self._max_clock_skew)
-        parsed = validate_events([row | {"type": "exposure"} for row in batch], window=window)
+        parsed = validate_events(batch, window=window)
         if parsed.rejected:
             first = parsed.rejected[0]
             log.error(
-                "%d exposure(s) rejected by the event schema, e.g. %s %s",
+                "%d exposure(s) rejected by the collector's validation, e.g. %s %s",
                 len(batch) - len(parsed.valid),
                 first.field,
                 first.reason,
@@ -285,7 +286,7 @@ class ExposureRecorder:
                 if self._stopping.is_set():
                     attempts_stopping += 1
                     if attempts_stopping >= ATTEMPTS_WHEN_STOPPING:
-                        log.error("gave up %d exposure(s) at shutdown: %s", len(batch), exc)
+                        log.error("gave up %d exposure(s) at shutdown: %s", len(parsed.valid), exc)
                         with self._progress:
                             self._failed += len(parsed.valid)
                             self._progress.notify_all()
