@@ -68,7 +68,9 @@ def same_moments(a: ExperimentData, b: ExperimentData) -> bool:
         for u, v in zip(left, right, strict=True):
             if abs(u - v) > 1e-9 * max(1.0, abs(u), abs(v)):
                 return False
-    return set(a.latency_p95) == set(b.latency_p95)
+    return [(q.metric, q.arm, q.language, dict(q.histogram)) for q in a.quantiles] == [
+        (q.metric, q.arm, q.language, dict(q.histogram)) for q in b.quantiles
+    ]
 
 
 def run_size(server: str, events: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from codelift.commands.backtest import backtest as backtest_command
 from codelift.commands.dashboard import dashboard as dashboard_command
 from codelift.commands.experiments import app as experiments_app
 from codelift.commands.feedback import app as feedback_app
+from codelift.commands.plan import plan as plan_command
 from codelift.commands.simulate import demo as demo_command
 from codelift.commands.simulate import simulate as simulate_command
 from core.auth.scopes import Scope
@@ -34,6 +35,7 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(feedback_app, name="feedback")
 app.command("analyze")(analyze_command)
 app.command("gate")(gate_command)
+app.command("plan")(plan_command)
 app.command("backtest")(backtest_command)
 app.command("dashboard")(dashboard_command)
 app.command("simulate")(simulate_command)

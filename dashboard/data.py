@@ -189,6 +189,10 @@ class ExperimentDetail:
     guardrails: pd.DataFrame
     gates: pd.DataFrame
     timeline: pd.DataFrame  # coverage and status after every registry change
+    # The health checks stored with the newest gate decision that has any (else the analysis'
+    # own, computed now), and when they were stored (None: computed now).
+    health: pd.DataFrame
+    health_at: dt.datetime | None
 
 
 def experiment_detail(engine: Engine, key: str) -> ExperimentDetail:
@@ -197,7 +201,8 @@ def experiment_detail(engine: Engine, key: str) -> ExperimentDetail:
         experiment = get_experiment(session, key)
         config = config_of(experiment)
         report = analyze_registered(session.connection(), experiment, by_language=True)
-        gates = [_gate_row(row) for row in gate_history(session, key=key)]
+        decisions = gate_history(session, key=key)
+        gates = [_gate_row(row) for row in decisions]
         timeline = [
             {
                 "at": row.at,
@@ -210,13 +215,24 @@ def experiment_detail(engine: Engine, key: str) -> ExperimentDetail:
             for row in reversed(audit_log(session, key=key, limit=500))
         ]
         status, coverage = experiment.status, experiment.coverage
-    results = [result.to_dict() for result in report.results]
+    results = [
+        {
+            **result.to_dict(),
+            # The confidence the corrected CI was rebuilt at (it differs per row).
+            "ci_adjusted_level": 1.0 - result.adjusted.level
+            if result.adjusted and result.adjusted.level is not None
+            else None,
+        }
+        for result in report.results
+    ]
     frame = pd.DataFrame(results)
     overall = frame[frame["language"].isna()].drop(columns=["language"]).reset_index(drop=True)
     languages = frame[frame["language"].notna()].reset_index(drop=True)
     for table in (overall, languages):
         table.insert(1, "direction", [_direction(m) for m in table["metric"]])
     guardrails = pd.DataFrame([g.to_dict() for g in report.guardrails])
+    stored = next((row for row in decisions if row.health), None)
+    checks = stored.health if stored else [check.to_dict() for check in report.health]
     return ExperimentDetail(
         key=key,
         status=status,
@@ -231,7 +247,36 @@ def experiment_detail(engine: Engine, key: str) -> ExperimentDetail:
         timeline=pd.DataFrame(
             timeline, columns=["at", "action", "coverage", "status", "actor", "reason"]
         ),
+        health=health_frame(checks),
+        health_at=stored.at if stored else None,
     )
+
+
+HEALTH_COLUMNS = ["check", "slice", "status", "reason"]
+
+
+def health_frame(checks: list[dict[str, Any]]) -> pd.DataFrame:
+    """Health checks (``HealthCheck.to_dict``) as a table, failing first, then warnings."""
+    order = {"fail": 0, "warn": 1, "pass": 2}
+    rows = [
+        {
+            "check": check["name"],
+            # None: the whole experiment (or, for a skipped-slices note, no one slice).
+            "slice": check["slice"] or "-",
+            "status": check["status"],
+            "reason": check["reason"],
+        }
+        for check in sorted(checks, key=lambda c: order.get(str(c["status"]), 3))
+    ]
+    return pd.DataFrame(rows, columns=HEALTH_COLUMNS)
+
+
+def health_summary(checks: list[dict[str, Any]]) -> str:
+    """``1 fail, 2 warn, 10 pass`` (statuses present only); empty for no checks."""
+    counts = dict.fromkeys(("fail", "warn", "pass"), 0)
+    for check in checks:
+        counts[str(check["status"])] = counts.get(str(check["status"]), 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in counts.items() if n)
 
 
 def _direction(metric: str) -> str:
@@ -239,7 +284,16 @@ def _direction(metric: str) -> str:
     return "higher is better" if info is None or info.higher_is_better else "lower is better"
 
 
-_GATE_COLUMNS = ["at", "decision", "coverage", "next_coverage", "applied", "actor", "reasons"]
+_GATE_COLUMNS = [
+    "at",
+    "decision",
+    "coverage",
+    "next_coverage",
+    "applied",
+    "actor",
+    "health",
+    "reasons",
+]
 
 
 def _gate_row(row: GateDecisionRow) -> dict[str, Any]:
@@ -250,6 +304,7 @@ def _gate_row(row: GateDecisionRow) -> dict[str, Any]:
         "next_coverage": row.next_coverage,
         "applied": row.applied,
         "actor": row.actor,
+        "health": health_summary(row.health) or "-",
         "reasons": "; ".join(row.reasons),
     }
 

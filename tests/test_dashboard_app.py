@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.orm import Session
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
@@ -19,11 +19,22 @@ from codelift.cli import app as cli_app
 from core.db.connection import make_engine
 from dashboard import cached
 from dashboard.apptest import app_with_passwords
+from dashboard.data import experiment_detail
 from dashboard.launch import free_port, start_dashboard
 from dashboard.settings import DashboardSettings
-from dashboard.views.experiments import SIGNIFICANT, TOO_FEW_USERS
+from dashboard.views.experiments import STATUS_STYLES
+from dashboard.views.lifts import (
+    NOT_SIGNIFICANT,
+    SIGNIFICANT,
+    TOO_FEW_USERS,
+    UNCORRECTED_NOT_SIGNIFICANT,
+    UNCORRECTED_SIGNIFICANT,
+    forest,
+)
 from dashboard.views.widgets import pct
 from experiments.analysis.analyze import analyze_experiment
+from experiments.analysis.gate_models import GateDecisionRow
+from experiments.analysis.health import HealthCheck, HealthStatus
 from experiments.definitions.models import Experiment, ExperimentAudit
 from experiments.definitions.registry import config_of, get_experiment, ramp
 from experiments.product.metrics import product_metrics
@@ -168,6 +179,121 @@ def test_experiments_page_shows_the_analysis_and_the_gate(url: str, demo_engine:
     ]
     assert "Ramp and pause need the admin role." in [c.value for c in app.caption]
     assert not [b for b in app.button if b.key in ("ramp", "pause")]
+
+
+def excludes_zero(interval: list[float]) -> bool:
+    return interval[0] > 0 or interval[1] < 0
+
+
+@pytest.mark.parametrize("key", ["context-window", "python-lora"])
+def test_every_interval_drawn_agrees_with_its_marker(demo_engine: Engine, key: str) -> None:
+    detail = experiment_detail(demo_engine, key)
+    relative, name = forest(detail.results, "relative", detail.report.alpha)
+    assert name == "corrected CI (agrees with the marker)"
+    drawn = relative.dropna(subset=["low", "high"])
+    assert len(drawn) > 0
+    for row in drawn.itertuples():
+        assert excludes_zero([row.low, row.high]) == (row.marker == SIGNIFICANT), row
+        assert row.marker in (SIGNIFICANT, NOT_SIGNIFICANT)
+    # The corrected CI is the analysis' own, and the uncorrected one rides along.
+    overall = {(r.metric, r.arm): r for r in detail.report.results if r.language is None}
+    for row in drawn.itertuples():
+        adjusted = overall[(row.metric, row.arm)].adjusted
+        assert adjusted is not None and adjusted.ci is not None
+        assert (row.low, row.high) == pytest.approx(adjusted.ci)
+        assert row.ci_level == f"{1 - (adjusted.level or 0):.1%}"
+    absolute, name = forest(detail.results, "absolute", detail.report.alpha)
+    assert name == "95% CI, uncorrected"
+    for row in absolute.dropna(subset=["low", "high"]).itertuples():
+        assert excludes_zero([row.low, row.high]) == (row.marker == UNCORRECTED_SIGNIFICANT)
+        assert row.marker in (UNCORRECTED_SIGNIFICANT, UNCORRECTED_NOT_SIGNIFICANT)
+    # Per language too: a significant row's corrected CI excludes 0, any other's does not.
+    for row in detail.by_language.itertuples():
+        if isinstance(row.ci_adjusted, list):
+            assert excludes_zero(row.ci_adjusted) == (row.significant is True), row
+
+
+def chart_specs(app: AppTest) -> str:
+    return " ".join(str(chart.proto.spec) for chart in app.get("vega_lite_chart"))
+
+
+def test_the_lift_chart_and_table_name_their_intervals(url: str) -> None:
+    app = open_page(url, "experiments")
+    assert "relative lift, corrected CI (agrees with the marker)" in chart_specs(app)
+    lifts = next(
+        f.value
+        for f in app.dataframe
+        if tuple(f.value.columns)[:4] == ("metric", "direction", "arm", "verdict")
+    )
+    assert list(lifts.columns[4:9]) == [
+        "correction",
+        "lift_rel",
+        "ci_adjusted",
+        "ci_adjusted_level",
+        "p_adjusted",
+    ]
+    assert {"ci_rel_unadjusted", "p_rel_unadjusted", "ci_abs_unadjusted"} <= set(lifts.columns)
+    for verdict, interval in zip(lifts["verdict"], lifts["ci_adjusted"], strict=True):
+        if interval is not None and len(interval) == 2:
+            assert excludes_zero(list(interval)) == (verdict == SIGNIFICANT)
+    app.radio(key="lift_scale").set_value("absolute").run()
+    assert "absolute lift, 95% CI, uncorrected" in chart_specs(app)
+
+
+HEALTH = [
+    HealthCheck("srm", None, HealthStatus.PASS, "split as weighted", {"p_value": 0.4}),
+    HealthCheck("shown_rate", "treatment", HealthStatus.WARN, "display rate +20.0% in treatment"),
+    HealthCheck("srm_language", "python", HealthStatus.FAIL, "sample ratio mismatch in python"),
+]
+
+
+@pytest.fixture
+def stored_health(demo_engine: Engine) -> Iterator[None]:
+    """A gate decision of context-window with known checks, the newest; deleted after."""
+    with Session(demo_engine) as session:
+        row = GateDecisionRow(
+            experiment_key="context-window",
+            decision="halt",
+            reasons=["health check failed: sample ratio mismatch in python"],
+            coverage=0.5,
+            next_coverage=None,
+            stage=2,
+            evidence={},
+            health=[check.to_dict() for check in HEALTH],
+            applied=False,
+            actor="tests",
+        )
+        session.add(row)
+        session.commit()
+        made = row.id
+    cached.clear()
+    yield
+    with Session(demo_engine) as session:
+        session.execute(delete(GateDecisionRow).where(GateDecisionRow.id == made))
+        session.commit()
+    cached.clear()
+
+
+def test_health_checks_are_shown_with_the_gate_decisions(url: str, stored_health: None) -> None:
+    app = open_page(url, "experiments")
+    assert "Health checks" in [s.value for s in app.subheader]
+    [health] = [
+        f for f in app.dataframe if list(f.value.columns) == ["check", "slice", "status", "reason"]
+    ]
+    # Failing first, then warnings; failing rows red, warnings amber.
+    assert list(health.value["check"]) == ["srm_language", "shown_rate", "srm"]
+    assert list(health.value["status"]) == ["fail", "warn", "pass"]
+    styles = health.proto.arrow_data.styler.styles
+    for status in ("fail", "warn"):
+        assert STATUS_STYLES[status].split(";")[0].split(": ")[1] in styles
+    assert any(c.value.startswith("Stored with the gate decision of ") for c in app.caption)
+    gates = next(
+        f.value
+        for f in app.dataframe
+        if "decision" in f.value.columns and ("health" in f.value.columns)
+    )
+    assert gates["health"].iloc[0] == "1 fail, 1 warn, 1 pass"
+    assert any("Health checks: 1 fail, 1 warn, 1 pass." in i.value for i in app.info)
 
 
 def test_an_admin_ramps_through_the_registry(url: str, demo_engine: Engine) -> None:

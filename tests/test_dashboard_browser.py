@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.db.connection import make_engine
 from dashboard.launch import running_dashboard
+from dashboard.views.experiments import health_metric
 from dashboard.views.widgets import pct
 from experiments.analysis.analyze import analyze_experiment
 from experiments.definitions.registry import config_of, get_experiment
@@ -75,6 +76,7 @@ def expected(dashboard_database_url: str) -> Iterator[dict[str, str]]:
             "Acceptance rate": pct(total.acceptance_rate),
             "Active users": f"{total.active_users:,}",
             "Users": f"{sum(report.users_per_arm.values()):,}",
+            "Health": health_metric(report.health)[0],
             "Comments": f"{comments:,}",
             "control: requests": f"{requests:,}",
         }
@@ -141,8 +143,10 @@ def test_every_page_in_chromium(dashboard_url: str, expected: dict[str, str]) ->
             shows_metric(page, "Users", expected["Users"])
             shows_metric(page, "Stage", "stage 3/4")
             expect(page.get_by_role("button", name="Ramp to 100%")).to_be_visible()
+            shows_metric(page, "Health", expected["Health"])
             expect(page.get_by_text("Latest gate decision").first).to_be_visible()
-            screenshot(page, "experiments", "Download context-window gate decisions (CSV)")
+            expect(page.get_by_role("heading", name="Health checks").first).to_be_visible()
+            screenshot(page, "experiments", "Download context-window health checks (CSV)")
 
             open_page(page, "Feedback")
             shows_metric(page, "Comments", expected["Comments"])

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from codelift.commands.analysis import _print
 from experiments.analysis.gates import (
     Decision,
     GateInput,
@@ -14,6 +15,7 @@ from experiments.analysis.gates import (
     current_stage,
     evaluate,
 )
+from experiments.analysis.health import HealthCheck, HealthStatus
 from experiments.definitions.config import ExperimentConfig
 from tests.experiment_definitions import config
 
@@ -65,6 +67,7 @@ def data(
     primary: tuple[MetricVerdict, ...] = (),
     guardrails: tuple[MetricVerdict, ...] = (),
     non_inferiority: tuple[GuardrailVerdict, ...] = (),
+    health: tuple[HealthCheck, ...] = (),
 ) -> GateInput:
     return GateInput(
         users_per_arm={"control": users[0], "lora": users[1]},
@@ -72,7 +75,17 @@ def data(
         primary=primary or (verdict(),),
         guardrail_tests=guardrails,
         non_inferiority=non_inferiority or (guardrail(),),
+        health=health,
     )
+
+
+def check(name: str, status: HealthStatus, reason: str, where: str | None = None) -> HealthCheck:
+    return HealthCheck(name, where, status, reason, {"p_value": 0.5})
+
+
+PASSING = check("srm", HealthStatus.PASS, "split as weighted")
+SLICE_SRM = check("srm_language", HealthStatus.FAIL, "sample ratio mismatch in python", "python")
+SHOWN = check("shown_rate", HealthStatus.WARN, "display rate +20.0% in lora", "lora")
 
 
 def decide(coverage: float, since: dt.timedelta, gate_input: GateInput) -> tuple[Decision, str]:
@@ -142,3 +155,67 @@ def test_holds_at_the_last_stage() -> None:
 )
 def test_current_stage_is_the_last_one_reached(coverage: float, stage: int | None) -> None:
     assert current_stage(plan().rollout.stages, coverage) == stage
+
+
+def test_a_failed_health_check_halts_before_a_rollback() -> None:
+    gate_input = data(primary=(verdict(worse=True),), health=(PASSING, SLICE_SRM, SHOWN))
+    result = evaluate(
+        config=plan(), coverage=0.05, stage_started_at=NOW - DAY, now=NOW, data=gate_input
+    )
+    assert result.decision is Decision.HALT
+    assert result.reasons == (
+        "health check failed: sample ratio mismatch in python",
+        "health warning: display rate +20.0% in lora",
+    )
+    assert result.health == (PASSING, SLICE_SRM, SHOWN)
+    assert result.to_dict()["health"] == [c.to_dict() for c in (PASSING, SLICE_SRM, SHOWN)]
+
+
+def test_the_overall_srm_rule_and_its_check_are_said_once() -> None:
+    failed = check("srm", HealthStatus.FAIL, "sample ratio mismatch: users control 1000")
+    decision, reasons = decide(0.05, 10 * DAY, data(srm=0.0002, health=(failed, SLICE_SRM)))
+    assert decision is Decision.HALT
+    assert reasons.count("sample ratio mismatch: users control 1000") == 1
+    assert "health check failed: sample ratio mismatch in python" in reasons
+
+
+@pytest.mark.parametrize(
+    ("coverage", "since", "gate_input", "expected"),
+    [
+        (0.05, DAY, data(primary=(verdict(worse=True),)), Decision.ROLLBACK),
+        (0.05, DAY, data(), Decision.HOLD),
+        (0.01, 2 * DAY, data(), Decision.ADVANCE),
+    ],
+)
+def test_warnings_are_listed_with_any_decision_and_decide_nothing(
+    coverage: float, since: dt.timedelta, gate_input: GateInput, expected: Decision
+) -> None:
+    warned = data(primary=tuple(gate_input.primary), health=(PASSING, SHOWN))
+    result = evaluate(
+        config=plan(), coverage=coverage, stage_started_at=NOW - since, now=NOW, data=warned
+    )
+    plain = evaluate(
+        config=plan(), coverage=coverage, stage_started_at=NOW - since, now=NOW, data=gate_input
+    )
+    assert result.decision is plain.decision is expected
+    assert result.reasons == (*plain.reasons, "health warning: display rate +20.0% in lora")
+
+
+def test_the_cli_prints_the_checks_failing_first(capsys: pytest.CaptureFixture[str]) -> None:
+    result = evaluate(
+        config=plan(),
+        coverage=0.05,
+        stage_started_at=NOW - DAY,
+        now=NOW,
+        data=data(health=(PASSING, SHOWN, SLICE_SRM)),
+    )
+    _print("gated", result, applied=False)
+    assert capsys.readouterr().out.splitlines() == [
+        "gated: halt",
+        "  - health check failed: sample ratio mismatch in python",
+        "  - health warning: display rate +20.0% in lora",
+        "  health:",
+        "    fail srm_language (python): sample ratio mismatch in python",
+        "    warn shown_rate (lora): display rate +20.0% in lora",
+        "    pass srm: split as weighted",
+    ]

@@ -13,7 +13,8 @@ from sqlalchemy import Connection, text
 
 from experiments.analysis.analyze import analyze_experiment
 from experiments.analysis.history import MAX_LOOKS, look_days, sequential_history
-from experiments.analysis.metrics_sql import components_of, load_experiment_data, moment_aggregates
+from experiments.analysis.metrics_sql import load_experiment_data
+from experiments.analysis.moments_sql import components_of, moment_aggregates
 from experiments.analysis.rollups import refresh_rollups
 from experiments.analysis.stats import Comparison
 from experiments.definitions.config import parse_config

@@ -11,7 +11,7 @@ standard errors of the replications.
 With so few effective users (a third of the users: a few heavy ones carry the metric) the
 delta-method and CUPED-adjusted standard errors are too small, so the per-language family
 called something significant far more often than α; ``analyze_data`` now shows rows under
-``MIN_SLICE_EFFECTIVE_USERS`` in an arm as ``low_power`` and leaves them out of the family.
+``MIN_EFFECTIVE_USERS`` in an arm as ``low_power`` and leaves them out of the family.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from experiments.analysis.analyze import MIN_SLICE_EFFECTIVE_USERS, AnalysisReport, analyze_data
+from experiments.analysis.analyze import MIN_EFFECTIVE_USERS, AnalysisReport, analyze_data
 from experiments.analysis.metrics_sql import ExperimentData, MetricStats
 from experiments.analysis.report_table import render
 from experiments.analysis.stats import adjust, compare
@@ -121,7 +121,7 @@ def _any_language_significant(report: AnalysisReport) -> bool:
 
 
 def _false_positive_rates(
-    users_per_arm: int, min_effective_users: float = MIN_SLICE_EFFECTIVE_USERS
+    users_per_arm: int, min_effective_users: float = MIN_EFFECTIVE_USERS
 ) -> tuple[float, float, int]:
     """(family-wise rate: any per-language row significant after Holm; rate of raw p < α among
     the per-language rows tested; how many rows were tested)."""
@@ -208,6 +208,6 @@ def test_the_report_marks_low_power_rows() -> None:
     low = [r for r in report.results if r.comparison.low_power]
     assert low and all(r.language is not None for r in low)
     assert all(r.adjusted is not None and r.adjusted.p_adjusted is None for r in low)
-    assert report.to_dict()["min_effective_users"] == MIN_SLICE_EFFECTIVE_USERS
+    assert report.to_dict()["min_effective_users"] == MIN_EFFECTIVE_USERS
     table = render(report)
     assert " ~" in table and "effective users" in table

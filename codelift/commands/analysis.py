@@ -55,6 +55,7 @@ def _report(
     cuped: bool,
     n_star: float,
     refresh: bool,
+    capping: bool = True,
 ) -> AnalysisReport:
     from experiments.analysis.analyze import analyze_registered
     from experiments.analysis.rollups import refresh_rollups
@@ -70,6 +71,7 @@ def _report(
         correction=correction,
         n_star=n_star,
         cuped=cuped,
+        capping=capping,
     )
 
 
@@ -89,6 +91,10 @@ def analyze(
     cuped: Annotated[bool, typer.Option(help="Adjust with the pre-period (CUPED).")] = True,
     n_star: Annotated[float, typer.Option(help="Sequential tuning N*.")] = DEFAULT_N_STAR,
     refresh: Annotated[bool, typer.Option(help="Bring rollups up to date first.")] = True,
+    capping: Annotated[
+        bool,
+        typer.Option(help="Cap each user's contribution (off: gbstats' statistics exactly)."),
+    ] = True,
 ) -> None:
     """Every metric per arm: estimate, lifts, CIs, p-values, sequential CI and p, SRM."""
     from experiments.analysis.report_table import render
@@ -109,6 +115,7 @@ def analyze(
             cuped=cuped,
             n_star=n_star,
             refresh=refresh,
+            capping=capping,
         )
         session.commit()
     if output is OutputFormat.JSON:
@@ -123,6 +130,14 @@ def _print(key: str, decision: GateDecision, applied: bool) -> None:
     typer.echo(f"{key}: {decision.decision.value}{target}{state}")
     for reason in decision.reasons:
         typer.echo(f"  - {reason}")
+    if not decision.health:
+        return
+    # Every check, the failing and warning ones first: a passing list is short to scan.
+    order = {"fail": 0, "warn": 1, "pass": 2}
+    typer.echo("  health:")
+    for check in sorted(decision.health, key=lambda c: order[c.status.value]):
+        where = f" ({check.slice})" if check.slice else ""
+        typer.echo(f"    {check.status.value:<4} {check.name}{where}: {check.reason}")
 
 
 def gate(

@@ -22,7 +22,9 @@ def apply(
     path: Annotated[Path, typer.Argument(help="A .yaml, .yml or .toml definition.", exists=True)],
     actor: Actor = None,
 ) -> None:
-    """Create an experiment from a definition file, or update it to match the file."""
+    """Create an experiment from a definition file, or update it to match the file; warns when
+    the pre-period says its plan cannot reach the configured power."""
+    from codelift.commands.plan import warn_if_underpowered
     from experiments.definitions.config import ConfigError, load_config
     from experiments.definitions.registry import RegistryError, apply_definition
 
@@ -41,6 +43,9 @@ def apply(
                 typer.echo(f"updated {experiment.key}: {', '.join(result.changed)}")
             else:
                 typer.echo(f"{experiment.key} unchanged")
+            # After the commit: the plan only warns (on stderr), it never undoes an apply. The
+            # file's config, not the stored one, carries its plan and capping sections.
+            warn_if_underpowered(session, config, experiment.started_at)
     except (ConfigError, RegistryError) as exc:
         raise CommandError(exc) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import altair as alt
@@ -10,17 +11,19 @@ import streamlit as st
 
 from dashboard import cached, data
 from dashboard.context import PageContext
+from dashboard.views.lifts import render_by_language, render_lifts
 from dashboard.views.widgets import pct, table
-from experiments.analysis.gates import SRM_THRESHOLD
+from experiments.analysis.health import SRM_THRESHOLD, HealthCheck, HealthStatus, worst
 from experiments.definitions.config import ConfigError
 from experiments.definitions.registry import RegistryError
 from experiments.definitions.status import Status
 
-SIGNIFICANT = "✱ significant"
-NOT_SIGNIFICANT = "n.s."
-# A language with too few effective users per arm: shown, not tested (experiments.analysis.analyze).
-TOO_FEW_USERS = "too few users"
 _FLASH = "experiments_flash"
+# Failing checks in red, warnings in amber (Bootstrap's alert colours: readable as text too).
+STATUS_STYLES = {
+    "fail": "background-color: #f8d7da; color: #842029",
+    "warn": "background-color: #fff3cd; color: #664d03",
+}
 
 
 def render(context: PageContext) -> None:
@@ -52,13 +55,18 @@ def render(context: PageContext) -> None:
     else:
         st.caption("Ramp and pause need the admin role.")
     _allocation(detail)
-    _lifts(detail)
+    render_lifts(detail)
     _history(history, key)
-    _by_language(detail)
+    render_by_language(detail)
     st.subheader("Guardrails")
+    st.caption(
+        "bound: the one-sided always-valid bound of the relative lift; non_inferior exactly "
+        "when it is inside the margin."
+    )
     table(_guardrails(detail), f"{key} guardrails")
     st.subheader("Gate decisions")
     table(detail.gates, f"{key} gate decisions")
+    _health(detail)
 
 
 def _header(detail: data.ExperimentDetail) -> None:
@@ -66,7 +74,7 @@ def _header(detail: data.ExperimentDetail) -> None:
     st.header(detail.key)
     if detail.config.description:
         st.caption(detail.config.description)
-    columns = st.columns(5)
+    columns = st.columns(6)
     columns[0].metric("Status", detail.status)
     columns[1].metric("Coverage", pct(detail.coverage, 0))
     columns[2].metric("Stage", detail.stage)
@@ -80,13 +88,36 @@ def _header(detail: data.ExperimentDetail) -> None:
         )
     else:
         columns[4].metric("SRM", "OK", delta=f"p = {srm:.2g}", delta_color="off", delta_arrow="off")
+    # The checks as the data stand now; those the gate decided on are shown with its decisions.
+    value, delta = health_metric(report.health)
+    if delta is None:
+        columns[5].metric("Health", value)
+    elif delta == HALTS:
+        columns[5].metric("Health", value, delta=delta, delta_color="red", delta_arrow="off")
+    else:
+        columns[5].metric("Health", value, delta=delta, delta_color="orange", delta_arrow="off")
     latest = detail.gates.head(1)
     if not latest.empty:
         row = latest.iloc[0]
+        health = f" Health checks: {row['health']}." if row["health"] != "-" else ""
         st.info(
             f"Latest gate decision: **{row['decision']}** "
-            f"({row['at']:%Y-%m-%d %H:%M} UTC): {row['reasons']}"
+            f"({row['at']:%Y-%m-%d %H:%M} UTC): {row['reasons']}.{health}"
         )
+
+
+HALTS = "halts the rollout"
+
+
+def health_metric(checks: Sequence[HealthCheck]) -> tuple[str, str | None]:
+    """The header's health figure and its note: failing checks, else warnings, else OK."""
+    status = worst(checks)
+    count = sum(1 for check in checks if check.status is status)
+    if status is HealthStatus.FAIL:
+        return f"{count} failing", HALTS
+    if status is HealthStatus.WARN:
+        return f"{count} warning{'s' if count > 1 else ''}", "read with care"
+    return ("OK" if checks else "no checks"), None
 
 
 def _admin_controls(context: PageContext, detail: data.ExperimentDetail) -> None:
@@ -153,80 +184,6 @@ def _allocation(detail: data.ExperimentDetail) -> None:
         table(detail.timeline, f"{detail.key} registry changes")
 
 
-def _verdicts(significant: pd.Series, low_power: pd.Series | None = None) -> list[str]:
-    """The marker of each row: significant after the multiple-comparison correction or not, or
-    not tested at all because the slice has too few users."""
-    untested = [False] * len(significant) if low_power is None else list(low_power)
-    return [
-        TOO_FEW_USERS if weak is True else SIGNIFICANT if flag is True else NOT_SIGNIFICANT
-        for flag, weak in zip(significant, untested, strict=True)
-    ]
-
-
-def _interval(value: Any, index: int) -> float | None:
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return float(value[index])
-    return None
-
-
-def _lifts(detail: data.ExperimentDetail) -> None:
-    st.subheader("Lifts")
-    scale = st.radio("Lift", ["relative", "absolute"], horizontal=True, key="lift_scale")
-    suffix = "rel" if scale == "relative" else "abs"
-    results = detail.results
-    forest = pd.DataFrame(
-        {
-            "metric": results["metric"],
-            "arm": results["arm"],
-            "lift": results[f"lift_{suffix}"],
-            "low": [_interval(v, 0) for v in results[f"ci_{suffix}"]],
-            "high": [_interval(v, 1) for v in results[f"ci_{suffix}"]],
-            "significant": [SIGNIFICANT if s else NOT_SIGNIFICANT for s in results["significant"]],
-            "p_adjusted": results["p_adjusted"],
-        }
-    ).dropna(subset=["lift"])
-    axis = alt.Axis(format="%") if scale == "relative" else alt.Axis()
-    base = alt.Chart(forest).encode(y=alt.Y("metric:N", sort=None, title=None))
-    chart = (
-        base.mark_rule().encode(
-            x=alt.X("low:Q", title=f"{scale} lift, 95% CI", axis=axis), x2="high:Q"
-        )
-        + base.mark_point(filled=True, size=60).encode(
-            x="lift:Q",
-            color=alt.Color("significant:N", scale=alt.Scale(range=["#888888", "#d62728"])),
-            tooltip=["metric", "arm", "lift", "low", "high", "p_adjusted", "significant"],
-        )
-        + alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(strokeDash=[3, 3]).encode(x="zero:Q")
-    ).properties(height=max(200, 24 * len(forest)))
-    st.altair_chart(chart, width="stretch")
-    st.caption(
-        f"Significance after {detail.report.correction} correction across metrics x arms "
-        f"(alpha {detail.report.alpha:g}); primary metrics: "
-        f"{', '.join(detail.config.primary_metrics)}."
-    )
-    shown = results[
-        [
-            "metric",
-            "direction",
-            "arm",
-            "control_mean",
-            "treatment_mean",
-            "lift_abs",
-            "ci_abs",
-            "lift_rel",
-            "ci_rel",
-            "p_rel",
-            "p_adjusted",
-            "seq_ci_rel",
-            "seq_p_rel",
-        ]
-    ].copy()
-    shown.insert(
-        3, "verdict", [SIGNIFICANT if s else NOT_SIGNIFICANT for s in results["significant"]]
-    )
-    table(shown, f"{detail.key} lifts")
-
-
 def _history(history: pd.DataFrame, key: str) -> None:
     st.subheader("Sequential CI over time")
     if history.empty:
@@ -259,54 +216,29 @@ def _history(history: pd.DataFrame, key: str) -> None:
     table(history, f"{key} sequential history")
 
 
-def _by_language(detail: data.ExperimentDetail) -> None:
-    st.subheader("Per language")
-    frame = detail.by_language
-    if frame.empty:
-        st.info("No per-language data yet.")
-        return
-    metrics = list(dict.fromkeys(frame["metric"]))
-    primary = [m for m in detail.config.primary_metrics if m in metrics]
-    metric = st.selectbox(
-        "Metric", metrics, index=metrics.index(primary[0]) if primary else 0, key="language_metric"
-    )
-    rows = frame[frame["metric"] == metric]
-    shown = pd.DataFrame(
-        {
-            "language": rows["language"],
-            "arm": rows["arm"],
-            "verdict": _verdicts(rows["significant"], rows.get("low_power")),
-            "control_n": rows["control_n"],
-            "treatment_n": rows["treatment_n"],
-            "control_mean": rows["control_mean"],
-            "treatment_mean": rows["treatment_mean"],
-            "lift_rel": rows["lift_rel"],
-            "ci_rel": rows["ci_rel"],
-            "p_rel": rows["p_rel"],
-            "p_adjusted": rows["p_adjusted"],
-            "ci_adjusted": rows["ci_adjusted"],
-        }
-    )
-    st.caption(
-        f"p-values corrected ({detail.report.correction}) across every language x metric x arm; "
-        f"{SIGNIFICANT} marks p_adjusted < {detail.report.alpha:g}."
-    )
-    table(shown, f"{detail.key} {metric} per language")
-
-
 def _guardrails(detail: data.ExperimentDetail) -> pd.DataFrame:
     frame = detail.guardrails
     if frame.empty:
         return frame
-    return pd.DataFrame(
-        {
-            "metric": frame["metric"],
-            "tested_as": frame["tested_as"],
-            "arm": frame["arm"],
-            "margin": frame["margin"],
-            "lift_rel": frame["lift_rel"],
-            "bound": frame["bound"],
-            "p_value": frame["p_value"],
-            "non_inferior": frame["non_inferior"],
-        }
+    columns = ["metric", "arm", "margin", "lift_rel", "bound", "p_value", "non_inferior"]
+    return frame[columns]
+
+
+def _health(detail: data.ExperimentDetail) -> None:
+    st.subheader("Health checks")
+    if detail.health.empty:
+        st.info("No health checks yet.")
+        return
+    if detail.health_at is not None:
+        source = f"Stored with the gate decision of {detail.health_at:%Y-%m-%d %H:%M} UTC"
+    else:
+        source = "Computed now (no gate decision has stored any yet)"
+    st.caption(
+        f"{source}. A failing check halts the rollout; warnings are listed with every decision."
     )
+    table(detail.health, f"{detail.key} health checks", style=_status_colors)
+
+
+def _status_colors(frame: pd.DataFrame) -> Any:
+    """Whole rows coloured by their status."""
+    return frame.style.apply(lambda row: [STATUS_STYLES.get(row["status"], "")] * len(row), axis=1)

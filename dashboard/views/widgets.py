@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 
-def table(frame: pd.DataFrame, name: str) -> None:
-    """Show ``frame`` with a button that downloads it as CSV."""
-    st.dataframe(frame, hide_index=True, width="stretch")
+def table(
+    frame: pd.DataFrame, name: str, *, style: Callable[[pd.DataFrame], Any] | None = None
+) -> None:
+    """Show ``frame`` (through ``style``, a pandas Styler, if given) with a button that downloads
+    it as CSV."""
+    st.dataframe(frame if style is None else style(frame), hide_index=True, width="stretch")
     st.download_button(
         f"Download {name} (CSV)",
         frame.to_csv(index=False).encode(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import CheckConstraint, Index, SmallInteger, Text, func
+from sqlalchemy import CheckConstraint, Index, SmallInteger, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -31,6 +31,11 @@ class GateDecisionRow(Base):
     stage: Mapped[int | None] = mapped_column(SmallInteger)
     # The analysis figures the decision was made on (users per arm, SRM p, verdicts).
     evidence: Mapped[dict[str, object]] = mapped_column(JSONB)
+    # The experiment's health checks (``experiments.analysis.health.HealthCheck.to_dict``); rows
+    # stored before the checks existed have none.
+    health: Mapped[list[dict[str, object]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
     applied: Mapped[bool]
     actor: Mapped[str] = mapped_column(Text)
     at: Mapped[dt.datetime] = mapped_column(server_default=func.now())

@@ -56,7 +56,8 @@ def run_gate(
     actor: str,
     now: dt.datetime | None = None,
 ) -> GateDecision:
-    """Evaluate one experiment's gate, store the decision and, with ``apply``, carry it out."""
+    """Evaluate one experiment's gate, store the decision with its health checks and, with
+    ``apply``, carry it out."""
     now = now or dt.datetime.now(dt.UTC)
     experiment = get_experiment(session, key)
     gate_input, evidence = analyze(session, experiment)
@@ -79,6 +80,7 @@ def run_gate(
             next_coverage=decision.next_coverage,
             stage=decision.stage,
             evidence=evidence,
+            health=[check.to_dict() for check in decision.health],
             applied=applied,
             actor=actor,
         )

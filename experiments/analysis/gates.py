@@ -2,13 +2,14 @@
 
 The rules, in order (docs/statistics.md, Rollout gates):
 1. halt when the split of users between arms does not match the weights (SRM χ² p < 0.001):
-   every other figure is then suspect;
+   every other figure is then suspect; halt too on any failed health check
+   (``experiments.analysis.health``: SRM per language and IDE, multiple exposures);
 2. roll back when a primary metric or a guardrail is significantly worse in some arm, judged by
    the always-valid sequential test, because gates look at the data again and again;
 3. advance to the next stage when the current stage has its minimum users and has lasted its
    minimum duration, and every guardrail is shown non-inferior within its margin;
 4. otherwise hold.
-Every decision carries its reasons in words and figures.
+Every decision carries its reasons in words and figures, health warnings among them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import datetime as dt
 import enum
 from collections.abc import Sequence
 
+from experiments.analysis.health import SRM_THRESHOLD, HealthCheck, HealthStatus
 from experiments.definitions.config import ExperimentConfig, Stage
-
-SRM_THRESHOLD = 0.001
 
 
 class Decision(enum.StrEnum):
@@ -67,6 +67,7 @@ class GateInput:
     primary: Sequence[MetricVerdict]
     guardrail_tests: Sequence[MetricVerdict]
     non_inferiority: Sequence[GuardrailVerdict]
+    health: Sequence[HealthCheck] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,8 @@ class GateDecision:
     coverage: float
     next_coverage: float | None
     stage: int | None
+    # The health checks the decision was made with (stored and shown beside it).
+    health: tuple[HealthCheck, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready form (for storage and the CLI)."""
@@ -87,6 +90,7 @@ class GateDecision:
             "coverage": self.coverage,
             "next_coverage": self.next_coverage,
             "stage": self.stage,
+            "health": [check.to_dict() for check in self.health],
         }
 
 
@@ -108,19 +112,33 @@ def evaluate(
     stages = config.rollout.stages
     stage = current_stage(stages, coverage)
 
-    def decided(decision: Decision, reasons: list[str], to: float | None = None) -> GateDecision:
-        return GateDecision(decision, tuple(reasons), coverage, to, stage)
+    health = tuple(data.health)
+    # Warnings do not decide anything, but every decision lists them so nobody reads a lift
+    # without them.
+    warnings = [
+        f"health warning: {check.reason}" for check in health if check.status is HealthStatus.WARN
+    ]
 
-    if data.srm_p_value is not None and data.srm_p_value < SRM_THRESHOLD:
+    def decided(decision: Decision, reasons: list[str], to: float | None = None) -> GateDecision:
+        return GateDecision(decision, (*reasons, *warnings), coverage, to, stage, health)
+
+    halts: list[str] = []
+    srm_failed = data.srm_p_value is not None and data.srm_p_value < SRM_THRESHOLD
+    if data.srm_p_value is not None and srm_failed:
         split = ", ".join(f"{arm} {n}" for arm, n in data.users_per_arm.items())
         weights = ", ".join(f"{arm.name} {arm.weight:g}" for arm in config.arms)
-        return decided(
-            Decision.HALT,
-            [
-                f"sample ratio mismatch: users {split} against weights {weights} "
-                f"(χ² p = {data.srm_p_value:.2g} < {SRM_THRESHOLD})"
-            ],
+        halts.append(
+            f"sample ratio mismatch: users {split} against weights {weights} "
+            f"(χ² p = {data.srm_p_value:.2g} < {SRM_THRESHOLD})"
         )
+    halts += [
+        f"health check failed: {check.reason}"
+        for check in health
+        # The overall SRM check is the rule above, said once.
+        if check.status is HealthStatus.FAIL and not (srm_failed and check.name == "srm")
+    ]
+    if halts:
+        return decided(Decision.HALT, halts)
 
     worse = [v for v in (*data.primary, *data.guardrail_tests) if v.significantly_worse]
     if worse:

@@ -18,13 +18,14 @@ from sqlalchemy import text
 
 from experiments.analysis.analyze import analyze_data
 from experiments.analysis.contributions import analysis_settings
-from experiments.analysis.metrics_sql import (
-    ACTIVE,
-    EXPOSED,
-    ExperimentData,
+from experiments.analysis.exposures_sql import EXPOSED
+from experiments.analysis.metrics_sql import ExperimentData
+from experiments.analysis.moments_sql import (
+    Caps,
     components_of,
     metric_names,
     metric_stats,
+    metric_values,
     moment_aggregates,
 )
 from experiments.analysis.stats import Comparison
@@ -58,7 +59,7 @@ def look_days(first_exposure: dt.datetime, last_event: dt.datetime) -> list[dt.d
     return days
 
 
-def _history_sql(metrics: Collection[str]) -> str:
+def _history_sql(metrics: Collection[str], caps: Caps) -> str:
     # Only the components the metrics need are carried: the running sums are the costly part.
     components = components_of(metrics)
     sums = ", ".join(f"sum({c})::float8 AS {c}" for c in components)
@@ -86,10 +87,11 @@ grid AS (SELECT x.arm, x.user_id, l.look FROM x JOIN looks l ON l.look > x.day),
 u AS (
     SELECT g.arm, g.user_id, g.look, {running}
     FROM grid g LEFT JOIN bucketed b ON b.user_id = g.user_id AND b.look = g.look
-)
-SELECT look, arm, count(*) AS users, count(*) FILTER (WHERE {ACTIVE}) AS active_users,
+),
+{metric_values("u", name="uv", metrics=metrics, caps=caps, group=("look",))}
+SELECT look, arm, count(*) AS users, count(*) FILTER (WHERE active) AS active_users,
        {moment_aggregates(cuped=False, metrics=metrics)}
-FROM u GROUP BY look, arm"""
+FROM uv GROUP BY look, arm"""
 
 
 def load_history_data(
@@ -99,6 +101,7 @@ def load_history_data(
     arms: list[str],
     looks: list[dt.date],
     metrics: Collection[str],
+    caps: Caps | None = None,
 ) -> dict[dt.date, ExperimentData]:
     """The sufficient statistics of ``metrics`` (all languages) as of each midnight in
     ``looks``, from the rollups: each equal to ``load_experiment_data(until=look)``'s."""
@@ -112,7 +115,8 @@ def load_history_data(
         "hi": dt.datetime.combine(looks[-1], dt.time(), dt.UTC),
     }
     with analysis_settings(conn):
-        rows = conn.execute(text(_history_sql(metrics)), params).mappings().all()
+        caps = {metric: cap for metric, cap in (caps or {}).items() if metric in metrics}
+        rows = conn.execute(text(_history_sql(metrics, caps)), params).mappings().all()
     firsts = conn.execute(
         text(
             "SELECT min(client_ts) FROM exposure WHERE experiment = :experiment AND client_ts < :hi"
@@ -136,7 +140,7 @@ def load_history_data(
                     found.get((look, arm)), arm, None, cuped=False, metrics=metrics
                 )
             ],
-            latency_p95={},
+            quantiles=[],
             source="rollups",
         )
     return history
@@ -150,7 +154,7 @@ def sequential_history(
     metrics: tuple[str, ...] | None = None,
 ) -> list[HistoryPoint]:
     """Every treatment arm's comparison of ``metrics`` (default: the primary ones) per day."""
-    # latency_p95 is descriptive (no user-level test), so it has no history.
+    # Latency quantiles are read off histograms the history does not carry.
     wanted = [m for m in metrics or config.primary_metrics if m in set(metric_names())]
     arms = [arm.name for arm in config.arms]
     history = load_history_data(conn, experiment=config.key, arms=arms, looks=days, metrics=wanted)

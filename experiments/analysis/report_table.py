@@ -34,16 +34,18 @@ def _row(result: MetricResult) -> list[str]:
         marker = " *"
     elif c.low_power:
         marker = " ~"
+    # The interval drawn is the one the marker is decided on: the family-adjusted one.
+    interval = result.adjusted.ci if result.adjusted is not None else None
     return [
         result.metric + ("" if METRICS[result.metric].higher_is_better else " (↓)"),
+        result.family,
         result.arm,
         result.language or "all",
         _num(c.control_mean),
         _num(c.treatment_mean),
         _num(c.lift_abs),
-        _interval(c.ci_abs, percent=False),
         _pct(c.lift_rel) + marker,
-        _interval(c.ci_rel, percent=True),
+        _interval(interval, percent=True),
         _p(c.p_rel),
         _p(result.adjusted.p_adjusted if result.adjusted else None),
         _interval(c.seq_ci_rel, percent=True),
@@ -54,14 +56,14 @@ def _row(result: MetricResult) -> list[str]:
 
 HEADER = [
     "metric",
+    "family",
     "arm",
     "language",
     "control",
     "treatment",
     "abs lift",
-    "abs CI",
     "rel lift",
-    "rel CI",
+    "rel CI (adjusted)",
     "p",
     "p adj",
     "seq CI (rel)",
@@ -88,32 +90,42 @@ def render(report: AnalysisReport) -> str:
     srm = "—" if report.srm_p_value is None else f"{report.srm_p_value:.3g}"
     first = report.first_exposure.isoformat(timespec="minutes") if report.first_exposure else "—"
     last = report.last_event.isoformat(timespec="minutes") if report.last_event else "—"
+    capping = (
+        "capping " + ", ".join(sorted(set(report.capping.values()))) + " per user"
+        if report.capping
+        else "capping off"
+    )
+    excluded = (
+        f"; {report.multiple_arm_users} users exposed to several arms left out"
+        if report.multiple_arm_users
+        else ""
+    )
     lines = [
         f"experiment {report.experiment} ({report.status}, coverage {report.coverage:g}), "
         f"control = {report.control}",
-        f"users per arm: {users}; SRM χ² p = {srm}",
-        f"data: {first} → {last} (from {report.source}); α = {report.alpha:g}, "
-        f"{report.correction} correction across each family shown, sequential N* = "
-        f"{report.n_star:g}, CUPED {'on' if report.cuped else 'off'}",
-        "* = significant after correction; ~ = too few users to test (a language with under "
-        f"{report.min_effective_users:g} effective users in an arm); (↓) = lower is better",
+        f"users per arm: {users}; SRM χ² p = {srm}{excluded}",
+        f"data: {first} → {last} (from {report.source}); α = {report.alpha:g}, sequential N* = "
+        f"{report.n_star:g}, CUPED {'on' if report.cuped else 'off'}, {capping}",
+        f"families: primary metrics × arms{' × languages' if report.by_language else ''} with "
+        f"{report.correction}; secondary metrics with bh; guardrails by non-inferiority",
+        "* = significant after correction (the CI shown is the family-adjusted one); ~ = too few "
+        f"users to judge (under {report.min_effective_users:g} effective users in an arm); "
+        "(↓) = lower is better",
         "",
     ]
     lines += aligned([HEADER, *(_row(result) for result in report.results)])
     if report.guardrails:
         lines += ["", "guardrails (non-inferiority, sequential):"]
         for g in report.guardrails:
-            via = f" via {g.tested_as}" if g.tested_as != g.metric else ""
             verdict = "non-inferior" if g.result.non_inferior else "not shown non-inferior"
             lines.append(
-                f"  {g.metric}{via} in {g.arm}: margin {g.result.margin:.0%}, "
+                f"  {g.metric} in {g.arm}: margin {g.result.margin:.0%}, "
                 f"lift {_pct(g.result.lift_rel)}, bound {_pct(g.result.bound)}, "
                 f"p = {_p(g.result.p_value)} → {verdict}"
             )
-    if report.latency_p95:
-        lines += ["", "latency p95 (ms):"]
-        for (arm, language), value in sorted(
-            report.latency_p95.items(), key=lambda item: (item[0][1] or "", item[0][0])
-        ):
-            lines.append(f"  {arm:<12} {language or 'all':<12} {value:.1f}")
+    if report.health:
+        lines += ["", "health checks:"]
+        for check in report.health:
+            where = f" ({check.slice})" if check.slice else ""
+            lines.append(f"  {check.status.value:<5} {check.name}{where}: {check.reason}")
     return "\n".join(lines)

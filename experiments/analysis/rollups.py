@@ -4,8 +4,10 @@
 every day from the last refresh's watermark (less ``lookback_days``, for late events) to the
 newest event, or the days asked for. For every exposure on a rewritten day (or written since the
 last refresh) it rewrites the user's ``exposure_day_rollup`` rows, the exposure day split at
-the exposure instant. A refresh deletes and re-inserts, so running it twice changes nothing; it
-runs in the caller's transaction, serialized by a lock on the watermark row.
+the user's first exposure instant over all their exposures to the experiment (so a duplicate
+exposure changes nothing, and an earlier one arriving late re-splits the user's days).
+A refresh deletes and re-inserts, so running it twice changes nothing; it runs in the
+caller's transaction, serialized by a lock on the watermark row.
 
 The trap: an event arriving more than ``lookback_days`` after its day is not seen by the
 periodic refresh; refresh those days explicitly (``days=``) after a backfill.
@@ -149,14 +151,19 @@ def _refresh_exposure_days(
     conn.execute(
         text("""
 CREATE TEMPORARY TABLE rollup_win ON COMMIT DROP AS
-SELECT DISTINCT ON (experiment, user_id) user_id, experiment, arm,
-       date_trunc('day', client_ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS lo,
-       client_ts AS split,
-       date_trunc('day', client_ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-           + interval '1 day' AS hi
-FROM exposure
-WHERE (client_ts >= :lo AND client_ts < :hi) OR received_at >= :previous
-ORDER BY experiment, user_id, client_ts
+WITH touched AS (
+    SELECT DISTINCT experiment, user_id FROM exposure
+    WHERE (client_ts >= :lo AND client_ts < :hi) OR received_at >= :previous
+),
+first AS (
+    SELECT e.experiment, e.user_id, min(e.arm) AS arm, min(e.client_ts) AS split
+    FROM exposure e JOIN touched t USING (experiment, user_id)
+    GROUP BY e.experiment, e.user_id
+)
+SELECT user_id, experiment, arm,
+       date_trunc('day', split AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS lo, split,
+       date_trunc('day', split AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day' AS hi
+FROM first
 """),
         {
             "lo": _day_start(first),

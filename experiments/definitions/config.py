@@ -25,7 +25,8 @@ from pydantic import (
 )
 
 from experiments.definitions.bucketing import BUCKETING_VERSIONS, CURRENT_VERSION, check_weights
-from experiments.definitions.metrics_catalog import METRICS
+from experiments.definitions.capping import Capping
+from experiments.definitions.metrics_catalog import METRICS, canonical_metric
 from experiments.definitions.status import Status
 from experiments.variants import VariantOverrides
 
@@ -176,9 +177,35 @@ class Rollout(BaseModel):
 
 
 def _known_metric(name: str) -> str:
+    name = canonical_metric(name)
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}")
     return name
+
+
+def _off_is_none(value: Any) -> Any:
+    # YAML reads `off` and `false` as False; "none"/"off" as strings are accepted too.
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none")):
+        return None
+    return value
+
+
+MetricCapping = Annotated[Capping | None, BeforeValidator(_off_is_none)]
+
+
+class Plan(BaseModel):
+    """What the experiment must be able to detect: ``codelift plan`` and ``experiments apply``
+    check the rollout plan against it on pre-period data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The power wanted for an effect of ``mde`` on each primary metric.
+    power: Annotated[float, Field(gt=0.5, lt=1.0, allow_inf_nan=False)] = 0.8
+    # Relative minimum detectable effect (0.05 = 5 % of the control value).
+    mde: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)] = 0.05
+    # How long the experiment runs; by default the rollout's stages' minimum durations summed
+    # (14 days when the stages give none).
+    duration_s: Seconds | None = None
 
 
 class ExperimentConfig(BaseModel):
@@ -202,15 +229,25 @@ class ExperimentConfig(BaseModel):
     primary_metrics: tuple[str, ...]
     guardrails: tuple[Guardrail, ...] = ()
     rollout: Rollout = Rollout()
+    # Per metric, a cap of each user's contribution replacing the catalog's default (or ``off``).
+    capping: dict[str, MetricCapping] = {}
+    plan: Plan = Plan()
 
     @field_validator("primary_metrics")
     @classmethod
     def _metrics_known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         if not names:
             raise ValueError("at least one primary metric is needed")
-        for name in names:
-            _known_metric(name)
-        return names
+        return tuple(_known_metric(name) for name in names)
+
+    @field_validator("capping")
+    @classmethod
+    def _capped_metrics_known(cls, capping: dict[str, Capping | None]) -> dict[str, Capping | None]:
+        known = {_known_metric(name): cap for name, cap in capping.items()}
+        quantiles = sorted(name for name, cap in known.items() if METRICS[name].kind == "quantile")
+        if quantiles and any(known[name] is not None for name in quantiles):
+            raise ValueError(f"{quantiles}: quantile metrics are not capped")
+        return known
 
     @field_validator("seed")
     @classmethod
@@ -249,6 +286,25 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"arm names must be unique, repeated: {repeated}")
         check_weights([arm.weight for arm in arms])
         return arms
+
+    def capping_of(self, metric: str) -> Capping | None:
+        """The cap applied to ``metric``: this experiment's, else the catalog's default."""
+        if metric in self.capping:
+            return self.capping[metric]
+        return METRICS[metric].capping
+
+    @property
+    def secondary_metrics(self) -> tuple[str, ...]:
+        """Every other metric of the catalog: shown, with their own (BH) correction."""
+        return tuple(name for name in METRICS if name not in self.primary_metrics)
+
+    @property
+    def planned_duration_s(self) -> float:
+        """How long the experiment is planned to run (``plan.duration``, else the stages')."""
+        if self.plan.duration_s is not None:
+            return self.plan.duration_s
+        staged = sum(stage.min_duration_s for stage in self.rollout.stages)
+        return staged if staged > 0 else 14 * 86_400.0
 
     @property
     def effective_seed(self) -> str:

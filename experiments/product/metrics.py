@@ -27,7 +27,7 @@ from experiments.analysis.contributions import (
     contribution_ctes,
     histogram_percentile,
 )
-from experiments.analysis.metrics_sql import ACTIVE
+from experiments.analysis.moments_sql import ACTIVE
 
 Grain = Literal["day", "week"]
 GRAINS: tuple[Grain, ...] = ("day", "week")

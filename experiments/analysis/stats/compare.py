@@ -16,7 +16,9 @@ from experiments.analysis.stats.estimates import (
     estimate,
     is_zero_baseline,
     post_period,
+    small_sample_corrected,
 )
+from experiments.analysis.stats.exact import fisher_exact_p
 from experiments.analysis.stats.frequentist import absolute_lift, relative_lift, t_test, welch_dof
 from experiments.analysis.stats.moments import CupedMeanMoments, CupedRatioMoments, Moments
 from experiments.analysis.stats.results import Comparison, ResultCode
@@ -41,9 +43,15 @@ def _check_alpha(alpha: float) -> None:
 
 
 def prepare(
-    control: Moments, treatment: Moments, *, cuped: bool = True, proportion: bool = False
+    control: Moments,
+    treatment: Moments,
+    *,
+    cuped: bool = True,
+    proportion: bool = False,
+    small_sample: bool = False,
 ) -> Prepared:
-    """Validate both arms and build their (CUPED-adjusted when possible) estimates."""
+    """Validate both arms and build their (CUPED-adjusted when possible) estimates, with the
+    heavy-user small-sample correction (``estimates.small_sample_corrected``) if asked."""
     if type(control) is not type(treatment):
         raise TypeError(
             f"control is {type(control).__name__} but treatment is {type(treatment).__name__}"
@@ -66,6 +74,9 @@ def prepare(
             _, var_adjusted = absolute_lift(arm_c, arm_t)
             if var_plain > 0.0:
                 reduction = 1.0 - var_adjusted / var_plain
+    if small_sample:
+        arm_c = small_sample_corrected(arm_c, control)
+        arm_t = small_sample_corrected(arm_t, treatment)
     return Prepared(ResultCode.OK, arm_c, arm_t, applied, reduction)
 
 
@@ -81,6 +92,7 @@ def compare(
     proportion: bool = False,
     higher_is_better: bool = True,
     min_effective_users: float = 0.0,
+    small_sample: bool = False,
 ) -> Comparison:
     """Welch t-test (and optionally the confidence sequence) of treatment vs control.
 
@@ -89,12 +101,17 @@ def compare(
     the moments carry a pre-period and ``cuped`` is set. ``higher_is_better`` only orients the
     chance to win. An arm with fewer than ``min_effective_users`` effective users
     (``effective_users``) marks the result ``low_power``: still computed, but left out of
-    ``adjust``'s family (never significant).
+    ``adjust``'s family (never significant). ``small_sample`` applies the heavy-user
+    correction of the variance and degrees of freedom (the analysis does whenever it caps;
+    without it the results are gbstats' exactly). A proportion with a constant arm (0 % or
+    100 %) has no usable variance there: Fisher's exact test gives its p-value (``EXACT_TEST``).
     """
     _check_alpha(alpha)
     if n_star <= 0:
         raise ValueError(f"n_star must be > 0, got {n_star}")
-    prepared = prepare(control, treatment, cuped=cuped, proportion=proportion)
+    prepared = prepare(
+        control, treatment, cuped=cuped, proportion=proportion, small_sample=small_sample
+    )
     base = Comparison(
         code=prepared.code,
         control_n=control.n,
@@ -112,6 +129,18 @@ def compare(
     lift_abs, var_abs = absolute_lift(arm_c, arm_t)
     has_baseline = not is_zero_baseline(arm_c)
     lift_rel, var_rel = relative_lift(arm_c, arm_t) if has_baseline else (None, 0.0)
+    if proportion and (arm_c.variance == 0.0 or arm_t.variance == 0.0):
+        # A normal approximation with one arm's variance 0 claims certainty about that arm:
+        # 0/10 against 2/10 would give p 0.007, where the exact test gives 0.47.
+        p_exact = fisher_exact_p(arm_c, arm_t)
+        return _replace(
+            base,
+            code=ResultCode.EXACT_TEST,
+            lift_abs=lift_abs,
+            p_abs=p_exact,
+            lift_rel=lift_rel,
+            p_rel=p_exact if lift_rel is not None else None,
+        )
     if var_abs <= 0.0:
         # Both arms constant: point estimates only.
         return _replace(base, code=ResultCode.ZERO_VARIANCE, lift_abs=lift_abs, lift_rel=lift_rel)

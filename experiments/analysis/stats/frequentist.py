@@ -27,10 +27,15 @@ class Lift:
 
 
 def welch_dof(control: ArmEstimate, treatment: ArmEstimate) -> float:
-    """Welch–Satterthwaite degrees of freedom; needs n ≥ 2 and one variance > 0."""
+    """Welch–Satterthwaite degrees of freedom; needs n ≥ 2 and one variance > 0.
+
+    An arm's ``dof_n`` (its effective sample size), when set, stands for its n − 1 + 1.
+    """
     vc = control.variance / control.n
     vt = treatment.variance / treatment.n
-    return (vc + vt) ** 2 / (vc * vc / (control.n - 1) + vt * vt / (treatment.n - 1))
+    dc = (control.dof_n or control.n) - 1
+    dt = (treatment.dof_n or treatment.n) - 1
+    return (vc + vt) ** 2 / (vc * vc / dc + vt * vt / dt)
 
 
 def absolute_lift(control: ArmEstimate, treatment: ArmEstimate) -> tuple[float, float]:

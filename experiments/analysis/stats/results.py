@@ -22,6 +22,9 @@ class ResultCode(enum.StrEnum):
     ZERO_VARIANCE = "zero_variance"
     # The control mean is 0: absolute lift is reported, relative lift is undefined.
     ZERO_BASELINE = "zero_baseline"
+    # A proportion with a constant arm (0 % or 100 %): Fisher's exact test gives the p-value,
+    # no interval (the normal approximation would claim certainty about that arm).
+    EXACT_TEST = "exact_test"
     # Bootstrap (per-sample scores, e.g. backtests): nothing to resample, or a single sample.
     NO_SAMPLES = "no_samples"
     TOO_FEW_SAMPLES = "too_few_samples"

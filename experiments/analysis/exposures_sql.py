@@ -1,0 +1,29 @@
+"""Who is analysed: exposures as SQL, one row per user of an experiment.
+
+Clients log an exposure per session, so a user has many exposure rows; SQL parameters
+``:experiment`` and ``:hi`` (a timestamptz upper bound) select them.
+"""
+
+# One row per analysed user: the first exposure per (experiment, user) wins, whatever order
+# duplicates arrive in (clients log an exposure per session), and a user exposed to more than one
+# arm is left out (counted by ``MULTIPLE_ARMS``). Inlined where used (NOT MATERIALIZED), so the
+# planner sees the table's statistics (as a CTE it hashes the big side of every join instead).
+EXPOSED = """
+x AS NOT MATERIALIZED (
+    SELECT user_id, min(arm) AS arm, min(client_ts) AS ts,
+           (min(client_ts) AT TIME ZONE 'UTC')::date AS day
+    FROM exposure WHERE experiment = :experiment AND client_ts < CAST(:hi AS timestamptz)
+    GROUP BY user_id HAVING count(DISTINCT arm) = 1
+)"""
+# Every exposed user's first exposure with its context (language, IDE: attributes fixed before
+# the variant could change anything) and how many arms the user was exposed to.
+FIRST_EXPOSURES = """
+fx AS (
+    SELECT user_id, (array_agg(arm ORDER BY client_ts, event_id))[1] AS arm,
+           min(client_ts) AS ts,
+           (array_agg(language ORDER BY client_ts, event_id))[1] AS language,
+           (array_agg(ide ORDER BY client_ts, event_id))[1] AS ide,
+           count(DISTINCT arm) AS arms
+    FROM exposure WHERE experiment = :experiment AND client_ts < CAST(:hi AS timestamptz)
+    GROUP BY user_id
+)"""

@@ -1,0 +1,258 @@
+"""Latency quantile SQL: per arm (and language) the pooled histogram and per-user CDF moments.
+
+What ``experiments.analysis.stats.quantiles`` needs for each (arm, language, quantile p): the
+arm's latency histogram pooled over its users, and the moments over users of (S_i, N_i), S_i
+being user i's events below the pooled quantile (with the share f of their events in the bucket
+holding it, see ``stats.quantiles.quantile_bucket``) and N_i their events. Per-user rows never
+leave the database.
+
+One statement: the per-user-bucket counts are materialized once; the pooled histogram, the
+bucket holding each quantile and its f come from them with window functions; the per-user
+S_i and N_i and their sums over users follow in the same statement. The all-languages row sums a
+user's events over their languages (S_i and N_i are sums over events, so over languages too).
+
+Sources agree exactly: ``raw`` buckets completion_served events at or after the user's exposure
+(as ``contributions`` buckets them for the rollups), ``rollups`` reads the same buckets from
+``metric_rollup_daily`` (days after the exposure day, before ``until_day``) and
+``exposure_day_rollup`` (the exposure day from the exposure instant on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal
+
+import sqlalchemy
+from sqlalchemy import text
+
+from experiments.analysis.contributions import _latency_bucket
+from experiments.analysis.exposures_sql import EXPOSED
+from experiments.analysis.stats.moments import RatioMoments
+from experiments.analysis.stats.quantiles import (
+    QuantileEstimate,
+    quantile_bucket,
+    quantile_estimate,
+)
+
+DEFAULT_QUANTILES = (0.5, 0.95, 0.99)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantileStats:
+    """What one quantile of one arm (and language) needs: the histogram and the moments.
+
+    ``at_quantile`` is over users with events: m = S_i (events below the pooled quantile), d = N_i.
+    """
+
+    metric: str
+    arm: str
+    language: str | None  # None: all languages together
+    p: float
+    histogram: Mapping[int, int]
+    at_quantile: RatioMoments
+
+    def estimate(self, alpha: float = 0.05) -> QuantileEstimate:
+        """The quantile with its user-clustered (1 − alpha) CI."""
+        return quantile_estimate(self.histogram, self.at_quantile, self.p, alpha)
+
+
+def quantile_metric(p: float) -> str:
+    """The catalog name of the p quantile: latency_p50, latency_p95, latency_p99."""
+    return f"latency_p{p * 100:g}"
+
+
+# The per-user-bucket counts, written once and read twice (pooled histogram, per-user sums).
+# A temporary table rather than a CTE: ANALYZE gives the planner its true size, so it hashes the
+# few thresholds and aggregates users by hash (a CTE's guessed size made it sort ~1M rows).
+_TABLE = "latency_user_buckets"
+
+
+def _source(source: Literal["raw", "rollups"]) -> str:
+    """(arm, user_id, language, bucket, n): a user's served completions per latency bucket."""
+    if source == "raw":
+        return f"""
+    SELECT x.arm, ev.user_id, ev.language, {_latency_bucket("ev.latency_ms")} AS bucket, 1 AS n
+    FROM x JOIN completion_served ev ON ev.user_id = x.user_id AND ev.client_ts >= x.ts
+    WHERE ev.client_ts >= CAST(:lo AS timestamptz) AND ev.client_ts < CAST(:hi AS timestamptz)"""
+    if source == "rollups":
+        # unnest() in the select list (not a lateral join) zips the arrays without a nested loop.
+        return """
+    SELECT x.arm, r.user_id, r.language, unnest(r.latency_buckets)::int AS bucket,
+           unnest(r.latency_counts) AS n
+    FROM x JOIN metric_rollup_daily r
+        ON r.user_id = x.user_id AND r.day > x.day AND r.day < CAST(:until_day AS date)
+    UNION ALL
+    SELECT x.arm, r.user_id, r.language, unnest(r.latency_buckets)::int,
+           unnest(r.latency_counts)
+    FROM x JOIN exposure_day_rollup r
+        ON r.experiment = :experiment AND r.user_id = x.user_id AND r.post"""
+    raise ValueError(f"source must be 'raw' or 'rollups', got {source!r}")
+
+
+def _thresholds(name: str, columns: str, qs: range, *, with_language: bool) -> str:
+    """A CTE of the thresholds bound as arrays: (arm[, language], k_i, f_i for each i)."""
+    arrays = [f"CAST(:{name}_arm AS text[])"]
+    names = ["arm"]
+    if with_language:
+        arrays.append(f"CAST(:{name}_language AS text[])")
+        names.append("language")
+    for i in qs:
+        arrays += [f"CAST(:{name}_k{i} AS int[])", f"CAST(:{name}_f{i} AS float8[])"]
+        names += [f"k{i}", f"f{i}"]
+    return f"{name} AS (SELECT * FROM unnest({', '.join(arrays)}) AS {columns}({', '.join(names)}))"
+
+
+def _below(qs: range, th: str, prefix: str) -> str:
+    """Per quantile i: Σ over a user's rows of their events below the quantile (``th``'s)."""
+    return ", ".join(
+        f"sum(CASE WHEN s.bucket < {th}.k{i} THEN s.n "
+        f"WHEN s.bucket = {th}.k{i} THEN s.n * {th}.f{i} ELSE 0 END) AS {prefix}{i}"
+        for i in qs
+    )
+
+
+def _moments(qs: range, prefix: str) -> str:
+    sums = ", ".join(
+        f"sum({prefix}{i}) AS s{i}_sum, sum({prefix}{i} * {prefix}{i}) AS s{i}_squares, "
+        f"sum({prefix}{i} * n) AS s{i}_n_sum"
+        for i in qs
+    )
+    return f"count(*) AS users, sum(n) AS n_sum, sum(n * n) AS n_squares, {sums}"
+
+
+def _moments_statement(*, by_language: bool, count: int) -> str:
+    """Per (arm, language) and per arm: Σ over users of S_i, S_i², S_i·N_i (each quantile), N_i,
+    N_i² and the users, against the thresholds bound as ``lang_*`` and ``all_*`` arrays."""
+    qs = range(count)
+    overall = _thresholds("all_th", "o", qs, with_language=False)
+    if not by_language:
+        return f"""WITH {overall},
+u AS (
+    SELECT s.arm, s.user_id, sum(s.n)::float8 AS n, {_below(qs, "o", "o")}
+    FROM {_TABLE} s JOIN all_th o ON o.arm = s.arm
+    GROUP BY s.arm, s.user_id
+)
+SELECT arm, NULL::text AS language, {_moments(qs, "o")} FROM u GROUP BY arm"""
+    # One pass over the rows gives each user-language both its language's S_i and its part of
+    # the user's all-languages S_i (all-languages thresholds); a user's parts then add up.
+    return f"""WITH {overall},
+{_thresholds("lang_th", "t", qs, with_language=True)},
+ul AS (
+    SELECT s.arm, s.user_id, s.language, sum(s.n)::float8 AS n, {_below(qs, "t", "s")},
+           {_below(qs, "o", "o")}
+    FROM {_TABLE} s JOIN lang_th t ON t.arm = s.arm AND t.language = s.language
+        JOIN all_th o ON o.arm = s.arm
+    GROUP BY s.arm, s.user_id, s.language
+),
+u AS (
+    SELECT arm, user_id, sum(n) AS n, {", ".join(f"sum(o{i}) AS o{i}" for i in qs)}
+    FROM ul GROUP BY arm, user_id
+)
+SELECT arm, language, {_moments(qs, "s")} FROM ul GROUP BY arm, language
+UNION ALL
+SELECT arm, NULL, {_moments(qs, "o")} FROM u GROUP BY arm"""
+
+
+Key = tuple[str, str | None]
+
+
+def _histograms(
+    rows: Sequence[sqlalchemy.Row[Any]], *, by_language: bool
+) -> dict[Key, dict[int, int]]:
+    """Per (arm, language) and per (arm, None) the pooled histogram, from per-language rows."""
+    histograms: dict[Key, dict[int, int]] = {}
+    for row in rows:
+        arm, language, bucket, n = str(row.arm), str(row.language), int(row.bucket), int(row.n)
+        keys: list[Key] = [(arm, None), (arm, language)] if by_language else [(arm, None)]
+        for key in keys:
+            counts = histograms.setdefault(key, {})
+            counts[bucket] = counts.get(bucket, 0) + n
+    return histograms
+
+
+def _bind_thresholds(
+    name: str, histograms: dict[Key, dict[int, int]], quantiles: Sequence[float], *, overall: bool
+) -> dict[str, list[Any]]:
+    keys = [key for key in histograms if (key[1] is None) == overall]
+    bound: dict[str, list[Any]] = {f"{name}_arm": [arm for arm, _ in keys]}
+    if not overall:
+        bound[f"{name}_language"] = [language for _, language in keys]
+    for i, p in enumerate(quantiles):
+        # The same function places the quantile for the statistics, so S_i is taken exactly
+        # where quantile_estimate reads q̂.
+        placed = [quantile_bucket(histograms[key], p) for key in keys]
+        bound[f"{name}_k{i}"] = [bucket for bucket, _ in placed]
+        bound[f"{name}_f{i}"] = [share for _, share in placed]
+    return bound
+
+
+def load_latency_quantiles(
+    conn: sqlalchemy.Connection,
+    params: Mapping[str, Any],
+    *,
+    source: Literal["raw", "rollups"],
+    by_language: bool,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    arms: Collection[str] = (),
+) -> list[QuantileStats]:
+    """Per (arm, language, quantile) the pooled latency histogram and the moments at it.
+
+    ``params`` are ``metrics_sql.load_experiment_data``'s (experiment, hi, lo, until_day). Every
+    arm of ``arms`` is reported (with an empty histogram if it has no events), and with
+    ``by_language`` every language any arm has, all-languages rows first. Run it inside
+    ``contributions.analysis_settings``, in a transaction (it uses a temporary table).
+    """
+    if not quantiles:
+        raise ValueError("quantiles: none asked for")
+    if any(not 0.0 < p < 1.0 for p in quantiles) or len(set(quantiles)) != len(quantiles):
+        raise ValueError(f"quantiles must be distinct and in (0, 1), got {list(quantiles)}")
+    conn.execute(
+        text(f"CREATE TEMPORARY TABLE {_TABLE} ON COMMIT DROP AS WITH {EXPOSED} {_source(source)}"),
+        dict(params),
+    )
+    conn.execute(text(f"ANALYZE {_TABLE}"))
+    pooled = conn.execute(
+        text(f"SELECT arm, language, bucket, sum(n) AS n FROM {_TABLE} GROUP BY 1, 2, 3")
+    ).all()
+    histograms = _histograms(pooled, by_language=by_language)
+    rows: Sequence[sqlalchemy.RowMapping] = []
+    if histograms:
+        bound = _bind_thresholds("all_th", histograms, quantiles, overall=True)
+        if by_language:
+            bound |= _bind_thresholds("lang_th", histograms, quantiles, overall=False)
+        statement = _moments_statement(by_language=by_language, count=len(quantiles))
+        rows = conn.execute(text(statement), bound).mappings().all()
+    conn.execute(text(f"DROP TABLE {_TABLE}"))
+    found = {(row["arm"], row["language"]): row for row in rows}
+    arm_names = [*arms, *sorted({arm for arm, _ in histograms} - set(arms))]
+    languages = sorted({language for _, language in histograms if language is not None})
+    groups: list[str | None] = [None, *languages] if by_language else [None]
+    return [
+        _stats(found.get((arm, language)), histograms.get((arm, language), {}), arm, language, i, p)
+        for arm in arm_names
+        for language in groups
+        for i, p in enumerate(quantiles)
+    ]
+
+
+def _stats(
+    row: sqlalchemy.RowMapping | None,
+    histogram: dict[int, int],
+    arm: str,
+    language: str | None,
+    i: int,
+    p: float,
+) -> QuantileStats:
+    if row is None:
+        empty = RatioMoments(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return QuantileStats(quantile_metric(p), arm, language, p, {}, empty)
+    moments = RatioMoments(
+        n=int(row["users"]),
+        m_sum=float(row[f"s{i}_sum"]),
+        m_sum_squares=float(row[f"s{i}_squares"]),
+        d_sum=float(row["n_sum"]),
+        d_sum_squares=float(row["n_squares"]),
+        md_sum=float(row[f"s{i}_n_sum"]),
+    )
+    return QuantileStats(quantile_metric(p), arm, language, p, histogram, moments)

@@ -1,0 +1,271 @@
+"""Quantiles of all events of an arm, read off latency histograms, with user-clustered CIs.
+
+The metric is the p quantile q of every event of an arm pooled over its users (Deng, Knoblich
+& Lu 2018, "Applying the delta method in metric analytics", section on clustered quantiles).
+The users, not the events, are independent, so the interval comes from the empirical CDF as a
+ratio metric over users: F̂(x) = Σ S_i(x) / Σ N_i (S_i: user i's events ≤ x, N_i: their
+events), whose variance σ² the delta method gives from per-user (S_i, N_i) moments. The outer
+interval of the quantile is [Q̂(p − z·σ), Q̂(p + z·σ)], and se(q̂) ≈ its width / (2z).
+
+Choices:
+- Q̂ interpolates inside a histogram bucket, uniformly in log-latency (buckets are 4 % wide in
+  log-space); bucket 0 ([0, BASE) ms) is linear, as log-space cannot start at 0. Estimates so
+  move continuously with the data instead of in 4 % steps.
+- S_i is evaluated at q̂ itself, with the same interpolation: the user's events in buckets below
+  the bucket holding q̂ plus the share f of their events in that bucket, f being the pooled
+  share below q̂ (``quantile_bucket``). Then Σ S_i / Σ N_i = p exactly, and σ² is the variance
+  of F̂ where the quantile sits rather than at a bucket edge up to 4 % away.
+- z is Student's t at 1 − α/2 with users − 1 degrees of freedom (the normal one for many users).
+- Two arms compare on the relative difference (q_t − q_c) / q_c, with the delta-method variance
+  se_t² / q_c² + se_c² · q_t² / q_c⁴: each arm becomes an ``ArmEstimate`` (n users, mean q,
+  per-user variance se² · n), so the t tests, confidence sequences and non-inferiority are those
+  of every other metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+from experiments.analysis.options import DEFAULT_N_STAR
+from experiments.analysis.stats._distributions import t_ppf
+from experiments.analysis.stats.bayesian import chance_to_win
+from experiments.analysis.stats.estimates import ArmEstimate, is_zero_baseline, ratio_estimate
+from experiments.analysis.stats.frequentist import absolute_lift, relative_lift, t_test, welch_dof
+from experiments.analysis.stats.moments import RatioMoments
+from experiments.analysis.stats.noninferiority import estimates_non_inferiority, no_inference
+from experiments.analysis.stats.results import Comparison, Interval, NonInferiority, ResultCode
+from experiments.analysis.stats.sequential import cs_interval, cs_p_value, tuning_rho
+
+# The histogram's geometry: bucket k >= 1 holds [BASE^k, BASE^(k+1)) ms, bucket 0 holds
+# [0, BASE) (experiments.analysis.contributions.LATENCY_BUCKET_BASE; a test keeps them equal).
+BUCKET_BASE = 1.04
+# Σ N_i of the moments and the histogram's total count the same events; more apart than this is
+# a caller's bug (moments from one query, histogram from another), not rounding.
+EVENTS_MISMATCH_TOLERANCE = 1e-6
+
+
+def bucket_bounds(bucket: int) -> Interval:
+    """The latencies (ms) a bucket holds, [low, high)."""
+    if bucket <= 0:
+        return (0.0, BUCKET_BASE)
+    return (BUCKET_BASE**bucket, BUCKET_BASE ** (bucket + 1))
+
+
+def quantile_bucket(counts: Mapping[int, int], p: float) -> tuple[int, float]:
+    """The bucket holding the p quantile and the share f of its events below it.
+
+    (events in lower buckets + f · the bucket's events) / all events = p. The bucket is the first
+    whose cumulative count reaches p · total (quantiles_sql picks the same, in the same float
+    arithmetic), so at a boundary f = 1 in the lower bucket.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    total = sum(counts.values())
+    if total <= 0:
+        raise ValueError("empty histogram")
+    target = p * total
+    below = 0
+    for bucket in sorted(b for b, n in counts.items() if n > 0):
+        count = counts[bucket]
+        if below + count >= target:
+            return bucket, (target - below) / count
+        below += count
+    raise AssertionError("unreachable: the cumulative count reaches the total")
+
+
+def histogram_quantile(counts: Mapping[int, int], p: float) -> float:
+    """The p quantile (p in [0, 1]) of a latency histogram, interpolated inside its bucket."""
+    bucket, share = quantile_bucket(counts, p)
+    if bucket <= 0:
+        return share * BUCKET_BASE
+    return float(BUCKET_BASE ** (bucket + share))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuantileEstimate:
+    """An arm's p quantile over its events: the value, its standard error and outer CI.
+
+    ``value`` is filled whenever there are events; ``se`` and ``ci`` only with code OK (``se`` is
+    0.0 with ZERO_VARIANCE).
+    """
+
+    code: ResultCode
+    p: float
+    alpha: float
+    users: int
+    events: int
+    value: float | None = None
+    se: float | None = None
+    ci: Interval | None = None
+
+
+def _check_level(name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value}")
+
+
+def quantile_estimate(
+    histogram: Mapping[int, int], at_quantile: RatioMoments, p: float, alpha: float = 0.05
+) -> QuantileEstimate:
+    """The p quantile of ``histogram`` with its user-clustered (1 − alpha) CI.
+
+    ``at_quantile`` holds the per-user moments of (S_i at the quantile, N_i), as
+    ``quantile_bucket`` defines S_i: m = S_i, d = N_i, n = users with events.
+    """
+    _check_level("p", p)
+    _check_level("alpha", alpha)
+    events = sum(histogram.values())
+    users = at_quantile.n
+    empty = QuantileEstimate(ResultCode.OK, p=p, alpha=alpha, users=users, events=events)
+    if events <= 0 or users <= 0:
+        return dataclasses.replace(empty, code=ResultCode.NO_USERS)
+    if abs(at_quantile.d_sum - events) > EVENTS_MISMATCH_TOLERANCE * events:
+        raise ValueError(f"moments count {at_quantile.d_sum} events, the histogram {events}")
+    value = histogram_quantile(histogram, p)
+    if users < 2:
+        return dataclasses.replace(empty, code=ResultCode.TOO_FEW_USERS, value=value)
+    sigma = math.sqrt(max(ratio_estimate(at_quantile).variance, 0.0) / users)
+    z = t_ppf(1.0 - alpha / 2.0, users - 1)
+    low = histogram_quantile(histogram, max(0.0, p - z * sigma))
+    high = histogram_quantile(histogram, min(1.0, p + z * sigma))
+    if sigma <= 0.0 or high <= low:
+        # Every user has the same share of events below q̂ (e.g. all events in one bucket).
+        return dataclasses.replace(empty, code=ResultCode.ZERO_VARIANCE, value=value, se=0.0)
+    se = (high - low) / (2.0 * z)
+    return dataclasses.replace(empty, value=value, se=se, ci=(low, high))
+
+
+def _arm(estimate: QuantileEstimate) -> ArmEstimate:
+    assert estimate.value is not None and estimate.se is not None
+    return ArmEstimate(
+        n=estimate.users,
+        mean=estimate.value,
+        variance=estimate.se * estimate.se * estimate.users,
+        unadjusted_mean=estimate.value,
+    )
+
+
+def _blocking_code(control: QuantileEstimate, treatment: QuantileEstimate) -> ResultCode | None:
+    codes = (control.code, treatment.code)
+    for code in (ResultCode.NO_USERS, ResultCode.TOO_FEW_USERS):
+        if code in codes:
+            return code
+    return None
+
+
+def compare_quantiles(
+    control: QuantileEstimate,
+    treatment: QuantileEstimate,
+    *,
+    alpha: float = 0.05,
+    sequential: bool = False,
+    n_star: float = DEFAULT_N_STAR,
+    higher_is_better: bool = False,
+) -> Comparison:
+    """Welch t tests (and optionally confidence sequences) of treatment's quantile vs control's.
+
+    The arms' estimates should be built at the same ``alpha`` (their se depends on it a little).
+    ``higher_is_better`` only orients the chance to win (latency: lower is better).
+    """
+    _check_level("alpha", alpha)
+    if n_star <= 0:
+        raise ValueError(f"n_star must be > 0, got {n_star}")
+    if control.p != treatment.p:
+        raise ValueError(f"control is p = {control.p}, treatment p = {treatment.p}")
+    base = Comparison(
+        code=ResultCode.OK,
+        control_n=control.users,
+        treatment_n=treatment.users,
+        alpha=alpha,
+        control_mean=control.value,
+        treatment_mean=treatment.value,
+    )
+    blocking = _blocking_code(control, treatment)
+    if blocking is not None:
+        return dataclasses.replace(base, code=blocking)
+    arm_c, arm_t = _arm(control), _arm(treatment)
+    lift_abs, var_abs = absolute_lift(arm_c, arm_t)
+    # Quantiles are > 0 (p > 0 and interpolation), so this guards only against misuse.
+    lift_rel, var_rel = relative_lift(arm_c, arm_t) if not is_zero_baseline(arm_c) else (None, 0.0)
+    if var_abs <= 0.0:
+        return dataclasses.replace(
+            base, code=ResultCode.ZERO_VARIANCE, lift_abs=lift_abs, lift_rel=lift_rel
+        )
+    dof = welch_dof(arm_c, arm_t)
+    n_total = arm_c.n + arm_t.n
+    rho = tuning_rho(alpha, n_star)
+    abs_test = t_test(lift_abs, var_abs, dof, alpha)
+    result = dataclasses.replace(
+        base,
+        dof=dof,
+        lift_abs=lift_abs,
+        se_abs=abs_test.se,
+        ci_abs=abs_test.ci,
+        p_abs=abs_test.p_value,
+    )
+    if sequential:
+        result = dataclasses.replace(
+            result,
+            n_star=n_star,
+            seq_ci_abs=cs_interval(lift_abs, var_abs, n_total, alpha, rho),
+            seq_p_abs=cs_p_value(lift_abs, var_abs, n_total, rho),
+        )
+    win_estimate, win_se = lift_abs, abs_test.se
+    if lift_rel is None:
+        result = dataclasses.replace(result, code=ResultCode.ZERO_BASELINE)
+    elif var_rel <= 0.0:
+        result = dataclasses.replace(result, code=ResultCode.ZERO_VARIANCE, lift_rel=lift_rel)
+    else:
+        rel_test = t_test(lift_rel, var_rel, dof, alpha)
+        result = dataclasses.replace(
+            result,
+            lift_rel=lift_rel,
+            se_rel=rel_test.se,
+            ci_rel=rel_test.ci,
+            p_rel=rel_test.p_value,
+        )
+        if sequential:
+            result = dataclasses.replace(
+                result,
+                seq_ci_rel=cs_interval(lift_rel, var_rel, n_total, alpha, rho),
+                seq_p_rel=cs_p_value(lift_rel, var_rel, n_total, rho),
+            )
+        win_estimate, win_se = lift_rel, rel_test.se
+    return dataclasses.replace(
+        result,
+        chance_to_win=chance_to_win(win_estimate, win_se, higher_is_better=higher_is_better),
+    )
+
+
+def quantile_non_inferiority(
+    control: QuantileEstimate,
+    treatment: QuantileEstimate,
+    *,
+    margin: float,
+    alpha: float = 0.05,
+    sequential: bool = False,
+    n_star: float = DEFAULT_N_STAR,
+) -> NonInferiority:
+    """One-sided test that treatment's quantile is not higher than control's by over ``margin``.
+
+    Lower is better (latency), the margin is relative (0.05: 5 % of control's quantile), and the
+    semantics, sequential variant included, are those of ``stats.noninferiority``.
+    """
+    if control.p != treatment.p:
+        raise ValueError(f"control is p = {control.p}, treatment p = {treatment.p}")
+    blocking = _blocking_code(control, treatment)
+    if blocking is not None:
+        return no_inference(
+            blocking, margin=margin, higher_is_better=False, alpha=alpha, sequential=sequential
+        )
+    return estimates_non_inferiority(
+        _arm(control),
+        _arm(treatment),
+        margin=margin,
+        higher_is_better=False,
+        alpha=alpha,
+        sequential=sequential,
+        n_star=n_star,
+    )
