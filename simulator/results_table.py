@@ -12,7 +12,7 @@ COLUMNS = (
     ("acceptance_rate", "acceptance"),
     ("cpr_120", "CPR@120s"),
     ("pct_code_written", "% code written"),
-    ("latency_mean", "latency ms"),
+    ("latency_mean_per_completion", "latency ms"),
 )
 
 
@@ -24,7 +24,7 @@ def format_cell(result: MetricResult | None) -> str:
     c = result.comparison
     if c.control_mean is None or c.treatment_mean is None:
         return "—"
-    precise = result.metric != "latency_mean"
+    precise = result.metric != "latency_mean_per_completion"
     base = f"{c.control_mean:.3f}" if precise else f"{c.control_mean:.0f}"
     arm = f"{c.treatment_mean:.3f}" if precise else f"{c.treatment_mean:.0f}"
     if c.lift_rel is None:

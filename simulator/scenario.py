@@ -120,9 +120,9 @@ class Scenario(BaseModel):
     experiment: ExperimentConfig
     effects: tuple[Effect, ...] = ()
     # What --check compares: metric names whose truth the simulator knows.
-    check_metrics: tuple[Literal["acceptance_rate", "latency_mean"], ...] = (
+    check_metrics: tuple[Literal["acceptance_rate", "latency_mean_per_completion"], ...] = (
         "acceptance_rate",
-        "latency_mean",
+        "latency_mean_per_completion",
     )
 
     @model_validator(mode="after")

@@ -104,7 +104,7 @@ def test_a_real_effect_is_found_and_reported(session: Session) -> None:
     assert report.first_exposure is not None and report.last_event is not None
     assert report.first_exposure < report.last_event
     # Nothing else was changed between arms: latency shows no significant lift.
-    assert not result(report, "latency_mean").adjusted.significant
+    assert not result(report, "latency_mean_per_completion").adjusted.significant
     as_json = json.loads(json.dumps(report.to_dict()))
     assert as_json["correction"] == "holm"
     assert {r["metric"] for r in as_json["results"]} >= {"acceptance_rate", "cpr_120", "error_rate"}

@@ -48,14 +48,18 @@ def test_analyze_prints_json_with_every_metric_per_arm(
         "acceptance_rate",
         "pct_code_written",
         "cpr_600_chars",
-        "latency_mean",
+        "latency_mean_per_completion",
         "suggestions_per_user",
     }
     assert any(r["language"] for r in report["results"])
     first = overall[0]
     for field in ("lift_abs", "ci_abs", "p_abs", "lift_rel", "ci_rel", "p_rel", "seq_ci_rel"):
         assert field in first
-    assert report["latency_p95"]
+    p95 = [r for r in overall if r["metric"] == "latency_p95"]
+    assert p95 and p95[0]["control_mean"] > 0
+    assert {r["family"] for r in overall} == {"primary", "secondary"}
+    assert report["capping"]["acceptance_rate"] == "p95"
+    assert isinstance(report["health"], list) and report["health"]
 
 
 def test_analyze_prints_a_table(database_url: str, committed_data: None) -> None:

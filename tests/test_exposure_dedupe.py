@@ -70,8 +70,10 @@ def duplicate(conn: Connection, *, users: int, shift: str, arm: str = "same") ->
             {"e": EXPERIMENT, "n": users},
         ).scalars()
     )
-    new_arm = "arm" if arm == "same" else (
-        "CASE WHEN arm = 'control' THEN 'treatment' ELSE 'control' END"
+    new_arm = (
+        "arm"
+        if arm == "same"
+        else ("CASE WHEN arm = 'control' THEN 'treatment' ELSE 'control' END")
     )
     conn.execute(
         text(f"""

@@ -38,9 +38,9 @@ from collector.models import (
 from experiments.analysis.contributions import histogram_percentile
 from experiments.analysis.metrics_sql import ExperimentData, load_experiment_data
 from experiments.analysis.moments_sql import metric_names
-from experiments.analysis.stats.quantiles import histogram_quantile
 from experiments.analysis.rollups import refresh_rollups
 from experiments.analysis.stats.moments import CupedRatioMoments, MeanMoments, RatioMoments
+from experiments.analysis.stats.quantiles import histogram_quantile
 from experiments.assignment.exposures import exposure_id
 from experiments.definitions.metrics_catalog import METRICS
 from tests.database import utc_today

@@ -20,12 +20,7 @@ import pytest
 import yaml
 from sqlalchemy import Connection, Engine, delete, insert
 
-from experiments.analysis.planning import (
-    plan_experiment,
-    plan_from_pre_period,
-    power_progress,
-    steps_of,
-)
+from experiments.analysis.planning import plan_experiment, plan_from_pre_period, steps_of
 from experiments.analysis.planning_model import (
     Growth,
     exposed,
@@ -34,6 +29,7 @@ from experiments.analysis.planning_model import (
     power_at,
     users_seen,
 )
+from experiments.analysis.planning_progress import power_progress
 from experiments.analysis.planning_sql import load_pre_period
 from experiments.analysis.rollup_models import MetricRollupDaily
 from experiments.analysis.rollups import refresh_rollups
@@ -266,7 +262,7 @@ def test_mde_matches_a_hand_computation(conn: Connection) -> None:
     ]
 
 
-def test_a_longer_plan_extrapolates_users_and_holds_the_per_user_spread(
+def test_a_longer_plan_extrapolates_users_and_each_users_rate(
     conn: Connection,
 ) -> None:
     load_fleet(conn)
@@ -280,8 +276,15 @@ def test_a_longer_plan_extrapolates_users_and_holds_the_per_user_spread(
     assert longer.exposed_users == pytest.approx(users, abs=1e-9)
     a, b = short.row("suggestions_per_user"), longer.row("suggestions_per_user")
     assert a is not None and b is not None and a.mde is not None and b.mde is not None
-    assert (b.baseline, b.sd) == (a.baseline, a.sd)
+    assert a.baseline is not None and a.sd is not None
+    # Each user keeps their rate: twice the days, twice the suggestions, the same relative sd.
+    assert (b.baseline, b.sd) == pytest.approx((2 * a.baseline, 2 * a.sd), abs=1e-9)
     assert b.mde == pytest.approx(a.mde * math.sqrt(USERS / users), abs=1e-9)
+    ratio_a, ratio_b = short.row("acceptance_rate"), longer.row("acceptance_rate")
+    assert ratio_a is not None and ratio_b is not None
+    assert (ratio_b.baseline, ratio_b.sd) == pytest.approx(
+        (ratio_a.baseline, ratio_a.sd), abs=1e-12
+    )
 
 
 def test_capping_and_targeting_change_the_plan(conn: Connection) -> None:
@@ -311,6 +314,7 @@ def test_quantiles_are_left_out_and_no_data_is_said(conn: Connection) -> None:
         conn, config(primary_metrics=["latency_p95", "acceptance_rate"]), today=TODAY
     )
     assert {row.metric for row in plan.rows} == {"acceptance_rate"}
+    assert plan.planned_metrics == ("acceptance_rate",)
     assert any(note.startswith("latency_p95 is a quantile") for note in plan.notes)
     empty = plan_experiment(conn, config(), today=TODAY - dt.timedelta(days=30))
     assert (empty.window, empty.rows) == (None, ())

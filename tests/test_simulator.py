@@ -76,14 +76,17 @@ def test_effect_scenario_is_found_and_its_truth_lies_in_every_interval(conn: Con
     assert python.ci is not None and python.ci[0] > 0, "a +30% effect must be detected"
     other = rows[("acceptance_rate", "java")]
     assert other.truth == pytest.approx(0.0, abs=1e-12)
-    latency = rows[("latency_mean", None)]
+    latency = rows[("latency_mean_per_completion", None)]
     assert latency.ci is not None and latency.ci[0] > 0
 
     # The same data judged as if no arm differed: the A/A check must fail on it.
     as_aa = Scenario.model_validate(dict(scenario) | {"effects": ()})
     verdict = run_check(conn, as_aa, result.truth)
     assert verdict.kind == "a/a" and not verdict.passed
-    assert any(r.metric == "latency_mean" and r.language is None and not r.ok for r in verdict.rows)
+    assert any(
+        r.metric == "latency_mean_per_completion" and r.language is None and not r.ok
+        for r in verdict.rows
+    )
 
 
 def test_aa_scenario_shows_no_significant_lift(conn: Connection) -> None:

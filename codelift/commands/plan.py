@@ -18,7 +18,7 @@ from core.cli_support import CommandError, configured_session
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from experiments.analysis.planning import ExperimentPlan, PlanRow
+    from experiments.analysis.planning_results import ExperimentPlan, PlanRow
     from experiments.definitions.config import ExperimentConfig
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".toml")
@@ -33,6 +33,10 @@ class OutputFormat(enum.StrEnum):
 
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def _days(days: float) -> str:
+    return f"{days:.2f}".rstrip("0").rstrip(".")
 
 
 def _count(users: float) -> str:
@@ -59,7 +63,7 @@ def render(plan: ExperimentPlan) -> str:
 
     arms = ", ".join(f"{name} {weight:g}" for name, weight in plan.weights.items())
     lines = [
-        f"plan for {plan.experiment}: arms {arms}; planned duration {plan.duration_days:g} d; "
+        f"plan for {plan.experiment}: arms {arms}; planned duration {_days(plan.duration_days)} d; "
         f"target MDE {plan.target_mde:.1%} at power {plan.power:g}",
     ]
     if plan.window is None:
@@ -69,18 +73,18 @@ def render(plan: ExperimentPlan) -> str:
         span = (last - first).days + 1
         seen = ", ".join(f"{d} d {users:,.0f}" for d, users in plan.growth.items())
         lines += [
-            f"pre-period: {first} to {last} ({span} d); targeted users seen in: {seen}",
+            f"pre-period: {first} to {last} ({span} d); unique targeted users within {seen}",
             f"exposed by the planned end: {plan.exposed_users:,.0f} users (all arms)",
         ]
-    language_level = (
-        f", per-language rows at {plan.language_alpha:.2g} (also / {len(plan.languages)} languages)"
-        if plan.language_alpha is not None
-        else ""
-    )
-    lines.append(
-        f"two-sided α {plan.alpha:g}: all-languages rows at {plan.overall_alpha:.2g} "
-        f"(Bonferroni over primary metrics × treatment arms){language_level}"
-    )
+    treatments = len(plan.weights) - 1
+    family = f"{len(plan.primary_metrics)} primary metric(s) × {treatments} treatment arm(s)"
+    levels = f"all-languages rows at {plan.overall_alpha:.2g} (÷ {family})"
+    if plan.language_alpha is not None:
+        levels += (
+            f", language rows at {plan.language_alpha:.2g} (÷ {len(plan.languages)} "
+            "language(s) more)"
+        )
+    lines.append(f"two-sided α {plan.alpha:g}, Bonferroni: {levels}")
     if plan.rows:
         header = (
             "metric",
@@ -88,7 +92,7 @@ def render(plan: ExperimentPlan) -> str:
             "users/arm",
             "baseline",
             "sd/user",
-            f"MDE @{plan.duration_days:g} d",
+            f"MDE @{_days(plan.duration_days)} d",
             f"days to {plan.target_mde:.1%}",
         )
         table: list[tuple[str, ...]] = [header]
@@ -221,6 +225,11 @@ def warn_if_underpowered(
     from experiments.analysis.planning import plan_experiment
 
     result = plan_experiment(session.connection(), config, started_at=started_at)
+    if not result.planned_metrics:
+        typer.echo(
+            f"{config.key}: planning skipped: no primary metric has a per-user variance", err=True
+        )
+        return
     if result.window is None:
         typer.echo(f"{config.key}: planning skipped: no pre-period rollups", err=True)
         return

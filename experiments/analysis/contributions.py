@@ -20,13 +20,13 @@ What each event adds (docs/metrics.md), and the choices made where the definitio
   ``chars_remaining``, which grows when the developer extends the text).
 - % code written: ``chars_accepted_ai / (chars_typed_manual + chars_accepted_ai)`` of
   typing_volume (the client already leaves pastes, bulk edits and undo/redo out of both).
-- latency_mean, error_rate, display_rate: ratios over completion_served (display: shown as
-  above / served). suggestions_per_user: shown per active user (a mean metric).
-- A ratio metric's n counts the users with a non-zero numerator or denominator; the mean
-  metric's n counts active users (any suggestion served or shown after exposure).
-- latency_p95 is descriptive: from raw events ``percentile_disc(0.95)`` (the nearest-rank
-  value); from rollups the same order statistic read off a histogram with buckets 4% wide,
-  reported at the bucket's geometric middle: within ±2% of the raw value (±0.52 ms below 1 ms).
+- latency_mean_per_completion, error_rate, display_rate, acceptance_per_opportunity: ratios
+  over completion_served (display: shown as above / served). suggestions_per_user: shown per
+  active user (a mean metric).
+- A ratio metric's n counts every analysed user (all languages) or every user with events in
+  the language (per language); the mean metric's n counts active users (any suggestion served
+  or shown after exposure).
+- Latency quantiles come from per-user histograms with buckets 4% wide (``quantiles_sql``).
 """
 
 from __future__ import annotations

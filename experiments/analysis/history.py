@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import text
 
-from experiments.analysis.analyze import analyze_data
+from experiments.analysis.analyze import analyze_data, caps_for
 from experiments.analysis.contributions import analysis_settings
 from experiments.analysis.exposures_sql import EXPOSED
 from experiments.analysis.metrics_sql import ExperimentData
@@ -142,6 +142,7 @@ def load_history_data(
             ],
             quantiles=[],
             source="rollups",
+            caps=caps,
         )
     return history
 
@@ -152,12 +153,20 @@ def sequential_history(
     *,
     days: list[dt.date],
     metrics: tuple[str, ...] | None = None,
+    capping: bool = True,
 ) -> list[HistoryPoint]:
     """Every treatment arm's comparison of ``metrics`` (default: the primary ones) per day."""
     # Latency quantiles are read off histograms the history does not carry.
     wanted = [m for m in metrics or config.primary_metrics if m in set(metric_names())]
     arms = [arm.name for arm in config.arms]
-    history = load_history_data(conn, experiment=config.key, arms=arms, looks=days, metrics=wanted)
+    history = load_history_data(
+        conn,
+        experiment=config.key,
+        arms=arms,
+        looks=days,
+        metrics=wanted,
+        caps=caps_for(config, capping),
+    )
     # Only the comparisons are wanted: no guardrail tests (their metrics are not loaded).
     tested = config.model_copy(update={"guardrails": ()})
     points: list[HistoryPoint] = []

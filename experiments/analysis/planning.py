@@ -3,8 +3,9 @@
 ``plan_experiment`` reads the pre-period's rollups (``planning_sql``) and, per metric × language
 (all languages first), gives the users per arm at the planned duration, the baseline, the
 per-user sd, the relative MDE at the configured power and the days needed for the target MDE
-(``planning_model`` holds the arithmetic). ``power_progress`` tells a running experiment how far
-it is towards that power. How and why: docs/planning.md.
+(``planning_model`` holds the arithmetic, ``planning_results`` the result types).
+``planning_progress.power_progress`` tells a running experiment how far it is towards that
+power. How and why: docs/planning.md.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Collection, Iterable
-from typing import Any
 
 import sqlalchemy
 
@@ -29,119 +29,24 @@ from experiments.analysis.planning_model import (
     growth_from_gaps,
     mde,
     population,
-    power_at,
     profile,
     relative_se,
 )
+from experiments.analysis.planning_results import ExperimentPlan, PlanRow
 from experiments.analysis.planning_sql import PrePeriod, load_pre_period
-from experiments.analysis.stats.results import Comparison, ResultCode
+from experiments.analysis.stats.results import ResultCode
 from experiments.definitions.capping import Capping
 from experiments.definitions.config import ExperimentConfig
 from experiments.definitions.metrics_catalog import METRICS
 
 DEFAULT_WINDOW_DAYS = 28
 DEFAULT_ALPHA = 0.05
+# Under two weeks the growth curve has not yet flattened out of its first days' rise (and misses
+# a weekly cycle), so its extrapolation is flagged.
+SHORT_WINDOW_DAYS = 14
 _DAY_S = 86_400.0
 # Users seen in this many days are shown as the growth curve (those within the window).
 _GROWTH_SHOWN = (1, 7, 14, 28, 56, 90)
-
-
-@dataclasses.dataclass(frozen=True)
-class PlanRow:
-    """One metric in one language (None: all targeted languages) at the planned duration."""
-
-    metric: str
-    language: str | None
-    # The two-sided level this row is planned at (Bonferroni over its family).
-    alpha: float
-    code: ResultCode
-    users_per_arm: dict[str, float]
-    baseline: float | None = None
-    sd: float | None = None
-    # Relative MDE at the planned duration against the weakest treatment arm.
-    mde: float | None = None
-    # Too few effective users in an arm for the analysis to judge the row at the plan's end.
-    low_power: bool = False
-    # Days from the start until the MDE reaches the target (None: not within MAX_DAYS).
-    days_to_target: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return dataclasses.asdict(self) | {"code": self.code.value}
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentPlan:
-    """What the experiment's rollout plan can detect, with the assumptions behind it."""
-
-    experiment: str
-    control: str
-    weights: dict[str, float]
-    primary_metrics: tuple[str, ...]
-    duration_days: float
-    power: float
-    target_mde: float
-    alpha: float
-    overall_alpha: float
-    language_alpha: float | None
-    # Rows with fewer effective users in an arm are shown, never judged, by the analysis.
-    min_effective_users: float
-    # The pre-period's first and last day (None: no data).
-    window: tuple[dt.date, dt.date] | None
-    # Targeted users seen in L days (all languages), for a few L; beyond the window extrapolated.
-    growth: dict[int, float]
-    # Targeted users exposed (all arms, all languages) by the planned duration.
-    exposed_users: float
-    languages: tuple[str, ...]
-    rows: tuple[PlanRow, ...]
-    notes: tuple[str, ...]
-
-    def row(self, metric: str, language: str | None = None) -> PlanRow | None:
-        """The row of ``metric`` in ``language`` (None: all languages)."""
-        for row in self.rows:
-            if (row.metric, row.language) == (metric, language):
-                return row
-        return None
-
-    def shortfalls(self) -> list[PlanRow]:
-        """All-languages rows of primary metrics whose MDE at the plan misses the target."""
-        return [
-            row
-            for row in self.rows
-            if row.language is None
-            and row.metric in self.primary_metrics
-            and (row.mde is None or row.mde > self.target_mde)
-        ]
-
-    def warnings(self) -> list[str]:
-        """One line per primary metric the plan cannot detect the target effect on."""
-        out = []
-        for row in self.shortfalls():
-            if row.mde is None:
-                out.append(
-                    f"{row.metric}: no MDE from the pre-period ({row.code.value}); "
-                    f"power {self.power:g} at {self.target_mde:.1%} cannot be checked"
-                )
-                continue
-            needs = f"{row.days_to_target} d" if row.days_to_target else f"> {MAX_DAYS} d"
-            out.append(
-                f"{row.metric} (all languages): MDE {row.mde:.1%} at the planned "
-                f"{self.duration_days:g} d exceeds the target {self.target_mde:.1%} at power "
-                f"{self.power:g}; the target needs {needs}"
-            )
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (``codelift plan --format json``)."""
-        out = dataclasses.asdict(self)
-        out["window"] = [day.isoformat() for day in self.window] if self.window else None
-        out["growth"] = {str(days): users for days, users in self.growth.items()}
-        out["rows"] = [row.to_dict() for row in self.rows]
-        out["primary_metrics"] = list(self.primary_metrics)
-        out["languages"] = list(self.languages)
-        out["notes"] = list(self.notes)
-        out["max_days"] = MAX_DAYS
-        return out
 
 
 def steps_of(config: ExperimentConfig) -> list[Step]:
@@ -236,7 +141,10 @@ def plan_experiment(
     )
 
 
-def _alphas(config: ExperimentConfig, alpha: float, languages: int) -> tuple[float, float | None]:
+def alpha_levels(
+    config: ExperimentConfig, alpha: float, languages: int
+) -> tuple[float, float | None]:
+    """The planning levels of all-languages rows and of language rows (None: no languages)."""
     # Bonferroni over the analysis' families: the primary metrics × treatment arms overall, and
     # × languages per language; Holm rejects at least what Bonferroni does, so it is safe.
     family = len(config.primary_metrics) * (len(config.arms) - 1)
@@ -252,11 +160,8 @@ def _notes(
 ) -> list[str]:
     notes = []
     targeting = config.targeting
-    if (
-        targeting.orgs.include
-        or targeting.orgs.exclude
-        or targeting.ides.include
-        or (targeting.ides.exclude)
+    if any((targeting.orgs.include, targeting.orgs.exclude, targeting.ides.include)) or (
+        targeting.ides.exclude
     ):
         notes.append(
             "targeting by org or IDE is not applied: rollups have neither, so every user of the "
@@ -269,6 +174,11 @@ def _notes(
             notes.append(f"only {pre.days} day(s) of pre-period data (asked for {requested_days})")
         if pre.days < 2:
             notes.append("one day of data: users are not extrapolated beyond it")
+        elif pre.days < SHORT_WINDOW_DAYS:
+            notes.append(
+                f"users beyond the {pre.days} days seen are extrapolated from a short curve "
+                "(still rising steeply): treat longer durations as rough"
+            )
     if config.rollout.stages:
         notes.append(
             "stages are assumed to advance at their min_duration (a gate holding one longer, "
@@ -278,10 +188,10 @@ def _notes(
         if last >= duration_days:
             notes.append(
                 f"the last stage (coverage {config.rollout.stages[-1].coverage:g}) starts at day "
-                f"{last:g}, when the plan ends: give plan.duration to plan its time"
+                f"{last:.3g}, when the plan ends: give plan.duration to plan its time"
             )
-    elif not config.coverage:
-        notes.append("no stages and no coverage: planned at full coverage")
+    elif config.coverage == 0:
+        notes.append("no stages and coverage 0: planned at full coverage")
     if caps:
         described = ", ".join(f"{metric} {cap.describe()}" for metric, cap in caps.items())
         notes.append(f"per-user contributions capped as the analysis caps them: {described}")
@@ -404,7 +314,7 @@ def plan_from_pre_period(
     duration_days = (duration_s if duration_s is not None else config.planned_duration_s) / _DAY_S
     planned, notes = _plannable(metrics if metrics is not None else config.primary_metrics)
     languages = tuple(pre.languages) if pre is not None else ()
-    overall_alpha, language_alpha = _alphas(config, alpha, len(languages))
+    overall_alpha, language_alpha = alpha_levels(config, alpha, len(languages))
     notes += _notes(config, pre, requested_days, _caps(config, planned), duration_days)
     steps = steps_of(config)
     rows: list[PlanRow] = []
@@ -441,6 +351,7 @@ def plan_from_pre_period(
         control=config.arms[0].name,
         weights={arm.name: arm.weight for arm in config.arms},
         primary_metrics=config.primary_metrics,
+        planned_metrics=tuple(planned),
         duration_days=duration_days,
         power=wanted_power,
         target_mde=target,
@@ -455,64 +366,3 @@ def plan_from_pre_period(
         rows=tuple(rows),
         notes=tuple(notes),
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class PowerProgress:
-    """How far a running experiment is towards its planned power on one primary metric."""
-
-    metric: str
-    target_mde: float
-    target_power: float
-    alpha: float
-    # The power reached so far against an effect of ``target_mde`` (None: no relative SE yet).
-    power: float | None
-    users: int
-    # Users (all arms) the plan expects by its end, and the share of them reached so far.
-    planned_users: float | None
-    users_reached: float | None
-
-
-def power_progress(
-    config: ExperimentConfig,
-    comparisons: Iterable[tuple[str, Comparison]],
-    *,
-    plan: ExperimentPlan | None = None,
-    alpha: float = DEFAULT_ALPHA,
-) -> list[PowerProgress]:
-    """Per primary metric, the power reached so far for the target MDE and the share of the
-    planned users reached, from the analysis' all-languages comparisons (metric, comparison).
-
-    The power uses each comparison's relative SE (CUPED-adjusted when the analysis applied it)
-    at the plan's all-languages level; with several treatment arms, the weakest arm's.
-    """
-    overall_alpha, _ = _alphas(config, alpha, 0)
-    by_metric: dict[str, list[Comparison]] = {}
-    for metric, comparison in comparisons:
-        by_metric.setdefault(metric, []).append(comparison)
-    out = []
-    for metric in config.primary_metrics:
-        found = by_metric.get(metric, [])
-        powers = [
-            power_at(config.plan.mde, c.se_rel, alpha=overall_alpha)
-            if c.se_rel is not None and c.se_rel > 0
-            else None
-            for c in found
-        ]
-        power = min(p for p in powers if p is not None) if found and None not in powers else None
-        users = max((c.control_n for c in found), default=0) + sum(c.treatment_n for c in found)
-        row = plan.row(metric) if plan is not None else None
-        planned = sum(row.users_per_arm.values()) if row is not None else None
-        out.append(
-            PowerProgress(
-                metric=metric,
-                target_mde=config.plan.mde,
-                target_power=config.plan.power,
-                alpha=overall_alpha,
-                power=power,
-                users=users,
-                planned_users=planned,
-                users_reached=users / planned if planned else None,
-            )
-        )
-    return out

@@ -7,7 +7,8 @@
   Σ_k Δc_k·U(T − s_k) of the targeted users by day T (times the experiment's traffic slice).
 - **Per-user moments** over a stretch of L days are measured on a grid of L; the plan's users
   mix stretches of T − s_k days, so their moments are the same mix (moments of disjoint users
-  add), per active user interpolated linearly between grid points and held beyond its ends.
+  add), per active user interpolated linearly between grid points and, beyond its ends, each
+  user's values scaled with the length (relative spreads held).
 - **MDE** (relative, two-sided α, power 1 − β): (z_{1−α/2} + z_{1−β})·σ·√(1/n_c + 1/n_t) / |μ|,
   the normal approximation of the analysis' relative Welch test with equal arm variances.
 """
@@ -114,6 +115,11 @@ def exposed(growth: Growth, steps: Sequence[Step], duration_days: float) -> floa
     return sum(step.added * growth.at(duration_days - step.start_days) for step in steps)
 
 
+# The degree of each moment field in the user's values: n, sums, and squares or products.
+_RATIO_DEGREES = (0, 1, 2, 1, 2, 2)  # n, Σm, Σm², Σd, Σd², Σmd
+_MEAN_DEGREES = (0, 1, 2)  # n, Σm, Σm²
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     """A metric's moments per active user, by stretch length (days, ascending)."""
@@ -123,17 +129,28 @@ class Profile:
     ratio: bool
 
     def at(self, length_days: float) -> tuple[float, ...]:
-        """Moments per active user over ``length_days``, interpolated between grid points."""
+        """Moments per active user over ``length_days``, interpolated between grid points.
+
+        Outside the grid each user's values scale with the length (their rate of activity held):
+        sums by k, squares by k², so a ratio and every relative spread stay as measured at the
+        nearest end while a count metric's baseline keeps growing with the days.
+        """
         if length_days <= self.lengths[0]:
-            return self.per_user[0]
+            return self._scaled(0, length_days / self.lengths[0])
         if length_days >= self.lengths[-1]:
-            return self.per_user[-1]
+            return self._scaled(-1, length_days / self.lengths[-1])
         upper = bisect.bisect_left(self.lengths, length_days)
         lo, hi = self.lengths[upper - 1], self.lengths[upper]
         share = (length_days - lo) / (hi - lo)
         return tuple(
             a + (b - a) * share
             for a, b in zip(self.per_user[upper - 1], self.per_user[upper], strict=True)
+        )
+
+    def _scaled(self, index: int, factor: float) -> tuple[float, ...]:
+        degrees = _RATIO_DEGREES if self.ratio else _MEAN_DEGREES
+        return tuple(
+            v * factor**degree for v, degree in zip(self.per_user[index], degrees, strict=True)
         )
 
 

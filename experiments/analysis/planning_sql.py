@@ -109,19 +109,21 @@ WITH act AS (
     FROM metric_rollup_daily
     WHERE day >= CAST(:first AS date) AND day < CAST(:stop AS date) AND {active} AND {where}
 ),
-ud AS (
-    SELECT user_id, language AS grp, d FROM act
+per AS (
+    SELECT language AS grp, user_id, array_agg(d) AS ds, max(d) AS last FROM act GROUP BY 1, 2
     UNION ALL
-    SELECT DISTINCT user_id, CAST(:all AS text), d FROM act
+    SELECT CAST(:all AS text), user_id, array_agg(d), max(d) FROM act GROUP BY user_id
 ),
 gaps AS (
-    -- The run before each active day (the first one's from the window's start), then the run
-    -- after the last one: every user has exactly one such last_run row.
-    SELECT grp, d - coalesce(lag(d) OVER (PARTITION BY grp, user_id ORDER BY d), -1) - 1 AS gap,
-           false AS last_run
-    FROM ud
+    -- The run before each active day (the first one's from the window's start), sorted per user
+    -- (no sort of every row), then the run after the last one: one last_run row per user.
+    SELECT p.grp, g.gap, false AS last_run
+    FROM per p CROSS JOIN LATERAL (
+        SELECT d - coalesce(lag(d) OVER (ORDER BY d), -1) - 1 AS gap
+        FROM (SELECT DISTINCT d FROM unnest(p.ds) AS u(d)) days
+    ) g
     UNION ALL
-    SELECT grp, CAST(:n AS int) - 1 - max(d), true FROM ud GROUP BY grp, user_id
+    SELECT grp, CAST(:n AS int) - 1 - last, true FROM per
 )
 SELECT grp, gap, count(*) FILTER (WHERE gap > 0) AS runs, count(*) FILTER (WHERE last_run) AS users
 FROM gaps GROUP BY grp, gap
@@ -163,47 +165,59 @@ def load_window_moments(
 ) -> dict[str | None, list[WindowMoments]]:
     """Per group, the metrics' moments over the window's last L days for each L of the grid."""
     components = components_of(metrics)
-    sums = ", ".join(f"sum(r.{name})::float8 AS {name}" for name in components)
-    regroup = ", ".join(f"sum({name}) AS {name}" for name in components)
+    lengths = lengths_for(days)
+
+    def col(name: str, length: int) -> str:
+        return f"{name}__{length}"
+
+    # One pass over the rows: a column per (component, L) sums the user's last L days (a join
+    # with the grid would multiply the rows and sort them), then a row per L again.
+    by_length = ", ".join(
+        f"coalesce(sum({name}) FILTER (WHERE d >= {days - length}), 0)::float8 "
+        f"AS {col(name, length)}"
+        for length in lengths
+        for name in components
+    )
+    regroup = ", ".join(
+        f"sum({col(name, length)}) AS {col(name, length)}"
+        for length in lengths
+        for name in components
+    )
+    unpivot = ", ".join(
+        f"({length}, {', '.join(f'p.{col(name, length)}' for name in components)})"
+        for length in lengths
+    )
     where, params = _language_filter(languages)
     values = metric_values("rows", name="vals", metrics=metrics, caps=caps, group=("l", "grp"))
     statement = f"""
-WITH grid AS (SELECT unnest(CAST(:lengths AS int[])) AS l),
-r AS (
+WITH r AS (
     SELECT user_id, language, day - CAST(:first AS date) AS d, {", ".join(components)}
     FROM metric_rollup_daily
     WHERE day >= CAST(:first AS date) AND day < CAST(:stop AS date) AND {where}
 ),
-ul AS (
-    SELECT g.l, r.user_id, r.language AS grp, {sums}
-    FROM r JOIN grid g ON r.d >= CAST(:n AS int) - g.l GROUP BY g.l, r.user_id, r.language
-),
-u AS (SELECT l, user_id, CAST(:all AS text) AS grp, {regroup} FROM ul GROUP BY l, user_id),
-rows AS (
-    SELECT * FROM ul WHERE {ACTIVE}
+ul AS (SELECT user_id, language AS grp, {by_length} FROM r GROUP BY user_id, language),
+per AS (
+    SELECT * FROM ul
     UNION ALL
-    SELECT * FROM u WHERE {ACTIVE}
+    SELECT user_id, CAST(:all AS text), {regroup} FROM ul GROUP BY user_id
+),
+rows AS (
+    SELECT p.user_id, p.grp, v.*
+    FROM per p CROSS JOIN LATERAL (VALUES {unpivot}) AS v(l, {", ".join(components)})
+    WHERE {ACTIVE}
 ),
 {values}
 SELECT l, grp, count(*) AS active_users, {moment_aggregates(cuped=False, metrics=metrics)}
 FROM vals GROUP BY l, grp ORDER BY l
 """
-    with analysis_settings(conn):
-        rows = (
-            conn.execute(
-                text(statement),
-                {
-                    "lengths": list(lengths_for(days)),
-                    "first": first_day,
-                    "stop": _stop(first_day, days),
-                    "n": days,
-                    "all": ALL,
-                    **params,
-                },
-            )
-            .mappings()
-            .all()
+    rows = (
+        conn.execute(
+            text(statement),
+            {"first": first_day, "stop": _stop(first_day, days), "all": ALL, **params},
         )
+        .mappings()
+        .all()
+    )
     out: dict[str | None, list[WindowMoments]] = {}
     for row in rows:
         group = None if row["grp"] == ALL else str(row["grp"])
@@ -234,11 +248,12 @@ def load_pre_period(
         return None
     first, last = seen
     days = (last - first).days + 1
-    return PrePeriod(
-        first_day=first,
-        days=days,
-        growth=load_growth(conn, first_day=first, days=days, languages=languages),
-        moments=load_window_moments(
-            conn, first_day=first, days=days, languages=languages, metrics=metrics, caps=caps
-        ),
-    )
+    with analysis_settings(conn):
+        return PrePeriod(
+            first_day=first,
+            days=days,
+            growth=load_growth(conn, first_day=first, days=days, languages=languages),
+            moments=load_window_moments(
+                conn, first_day=first, days=days, languages=languages, metrics=metrics, caps=caps
+            ),
+        )

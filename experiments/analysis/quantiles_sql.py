@@ -51,10 +51,18 @@ class QuantileStats:
     p: float
     histogram: Mapping[int, int]
     at_quantile: RatioMoments
+    # Σ (S_i − p·N_i)⁴ over users: the t reference's degrees of freedom (None: users − 1).
+    residual_fourth: float | None = None
 
     def estimate(self, alpha: float = 0.05) -> QuantileEstimate:
         """The quantile with its user-clustered (1 − alpha) CI."""
-        return quantile_estimate(self.histogram, self.at_quantile, self.p, alpha)
+        return quantile_estimate(
+            self.histogram,
+            self.at_quantile,
+            self.p,
+            alpha,
+            residual_fourth=self.residual_fourth,
+        )
 
 
 def quantile_metric(p: float) -> str:
@@ -115,7 +123,8 @@ def _below(qs: range, th: str, prefix: str) -> str:
 def _moments(qs: range, prefix: str) -> str:
     sums = ", ".join(
         f"sum({prefix}{i}) AS s{i}_sum, sum({prefix}{i} * {prefix}{i}) AS s{i}_squares, "
-        f"sum({prefix}{i} * n) AS s{i}_n_sum"
+        f"sum({prefix}{i} * n) AS s{i}_n_sum, "
+        f"sum(power({prefix}{i} - CAST(:p{i} AS float8) * n, 4)) AS s{i}_residual_fourth"
         for i in qs
     )
     return f"count(*) AS users, sum(n) AS n_sum, sum(n * n) AS n_squares, {sums}"
@@ -218,7 +227,8 @@ def load_latency_quantiles(
     histograms = _histograms(pooled, by_language=by_language)
     rows: Sequence[sqlalchemy.RowMapping] = []
     if histograms:
-        bound = _bind_thresholds("all_th", histograms, quantiles, overall=True)
+        bound: dict[str, Any] = {f"p{i}": float(p) for i, p in enumerate(quantiles)}
+        bound |= _bind_thresholds("all_th", histograms, quantiles, overall=True)
         if by_language:
             bound |= _bind_thresholds("lang_th", histograms, quantiles, overall=False)
         statement = _moments_statement(by_language=by_language, count=len(quantiles))
@@ -255,4 +265,5 @@ def _stats(
         d_sum_squares=float(row["n_squares"]),
         md_sum=float(row[f"s{i}_n_sum"]),
     )
-    return QuantileStats(quantile_metric(p), arm, language, p, histogram, moments)
+    residual_fourth = float(row[f"s{i}_residual_fourth"])
+    return QuantileStats(quantile_metric(p), arm, language, p, histogram, moments, residual_fourth)
