@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from experiments.definitions.capping import DEFAULT_CAPPING, Capping
 from experiments.definitions.config import ConfigError, ExperimentConfig
 from experiments.definitions.models import Experiment, ExperimentArm, ExperimentAudit
 from experiments.definitions.registry import (
@@ -622,3 +623,22 @@ def test_reapplying_a_file_without_status_leaves_the_status_alone(db_session: Se
     )
     assert result.changed == ("description",)
     assert result.experiment.status == "paused"
+
+
+def test_capping_and_plan_are_kept_and_can_change_while_running(db_session: Session) -> None:
+    apply(db_session, running("capped"))
+    result = apply_definition(
+        db_session,
+        config=running(
+            "capped",
+            capping={"suggestions_per_user": {"absolute": 200}, "cpr_30": "off"},
+            plan={"power": 0.9, "mde": 0.03},
+        ),
+        actor=ACTOR,
+    )
+    assert set(result.changed) == {"capping", "plan"}
+    stored = config_of(get_experiment(db_session, "capped"))
+    assert stored.capping_of("suggestions_per_user") == Capping(absolute=200)
+    assert stored.capping_of("cpr_30") is None
+    assert stored.capping_of("acceptance_rate") == DEFAULT_CAPPING
+    assert (stored.plan.power, stored.plan.mde) == (0.9, 0.03)

@@ -325,9 +325,12 @@ def plan_from_pre_period(
             group: growth_from_gaps(g.users, g.gaps, pre.days) for group, g in pre.growth.items()
         }
         overall = growths[None]
-        shown = {d for d in _GROWTH_SHOWN if d <= pre.days} | {pre.days}
+        # The window's curve, and where the plan's (whole) duration takes it.
+        shown = {d for d in _GROWTH_SHOWN if d <= pre.days} | {
+            pre.days,
+            max(1, round(duration_days)),
+        }
         growth_shown = {d: overall.at(d) for d in sorted(shown)}
-        growth_shown[round(duration_days)] = overall.at(duration_days)
         exposed_users = exposed(overall, steps, duration_days)
         for metric in planned:
             for language in (None, *languages):

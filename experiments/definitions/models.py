@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, SmallInteger, Text, UniqueConstraint, func
+from sqlalchemy import CheckConstraint, ForeignKey, SmallInteger, Text, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -41,6 +41,10 @@ class Experiment(Base):
     primary_metrics: Mapped[list[str]] = mapped_column(JSONB)
     guardrails: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     rollout: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # The definition's ``capping`` and ``plan`` sections, as written (validated on read).
+    analysis: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[dt.datetime | None]

@@ -80,6 +80,7 @@ def config_of(experiment: Experiment) -> ExperimentConfig:
             "primary_metrics": experiment.primary_metrics,
             "guardrails": experiment.guardrails,
             "rollout": experiment.rollout,
+            **(experiment.analysis or {}),
         }
     )
 
@@ -275,6 +276,13 @@ def _write_fields(experiment: Experiment, config: ExperimentConfig) -> None:
     experiment.primary_metrics = list(config.primary_metrics)
     experiment.guardrails = [g.model_dump(mode="json") for g in config.guardrails]
     experiment.rollout = config.rollout.model_dump(mode="json")
+    experiment.analysis = {
+        "capping": {
+            metric: cap.model_dump(mode="json", exclude_none=True) if cap else None
+            for metric, cap in config.capping.items()
+        },
+        "plan": config.plan.model_dump(mode="json", exclude_none=True),
+    }
     wanted = [(arm.name, arm) for arm in config.arms]
     if [(a.name, a.weight, a.description, a.variant) for a in experiment.arms] != [
         (arm.name, arm.weight, arm.description, arm.variant.as_dict()) for _, arm in wanted
