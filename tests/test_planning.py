@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import Connection, Engine, delete, insert
+from sqlalchemy import Connection, Engine, delete, insert, text
 
 from experiments.analysis.planning import plan_experiment, plan_from_pre_period, steps_of
 from experiments.analysis.planning_model import (
@@ -420,6 +420,9 @@ def committed_fleet(engine: Engine) -> Iterator[None]:
     yield
     with engine.begin() as conn:
         conn.execute(delete(MetricRollupDaily).where(MetricRollupDaily.user_id.like(f"{prefix}%")))
+        # A plan run with a refresh commits a rollup watermark: it must not outlive the test
+        # (later tests refresh from the watermark and would skip their own older days).
+        conn.execute(text("DELETE FROM rollup_state"))
 
 
 def write_definition(tmp_path: Path, cfg: ExperimentConfig) -> Path:
@@ -430,7 +433,15 @@ def write_definition(tmp_path: Path, cfg: ExperimentConfig) -> Path:
 
 def test_plan_a_file_as_json(database_url: str, committed_fleet: None, tmp_path: Path) -> None:
     cfg = config(key="plan-cli-file")
-    result = run(database_url, "plan", str(write_definition(tmp_path, cfg)), "--format", "json")
+    # --no-refresh: a committed refresh would move the shared database's rollup watermark.
+    result = run(
+        database_url,
+        "plan",
+        str(write_definition(tmp_path, cfg)),
+        "--format",
+        "json",
+        "--no-refresh",
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["experiment"] == "plan-cli-file"

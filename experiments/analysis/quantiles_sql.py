@@ -98,69 +98,64 @@ def _source(source: Literal["raw", "rollups"]) -> str:
     raise ValueError(f"source must be 'raw' or 'rollups', got {source!r}")
 
 
-def _thresholds(name: str, columns: str, qs: range, *, with_language: bool) -> str:
-    """A CTE of the thresholds bound as arrays: (arm[, language], k_i, f_i for each i)."""
-    arrays = [f"CAST(:{name}_arm AS text[])"]
-    names = ["arm"]
-    if with_language:
-        arrays.append(f"CAST(:{name}_language AS text[])")
-        names.append("language")
-    for i in qs:
-        arrays += [f"CAST(:{name}_k{i} AS int[])", f"CAST(:{name}_f{i} AS float8[])"]
-        names += [f"k{i}", f"f{i}"]
-    return f"{name} AS (SELECT * FROM unnest({', '.join(arrays)}) AS {columns}({', '.join(names)}))"
-
-
-def _below(qs: range, th: str, prefix: str) -> str:
-    """Per quantile i: Σ over a user's rows of their events below the quantile (``th``'s)."""
+def _below(qs: range, k: str, f: str, alias: str) -> str:
+    """Per quantile i: Σ over a user's rows of their events below the quantile (bucket k, f)."""
     return ", ".join(
-        f"sum(CASE WHEN s.bucket < {th}.k{i} THEN s.n "
-        f"WHEN s.bucket = {th}.k{i} THEN s.n * {th}.f{i} ELSE 0 END) AS {prefix}{i}"
+        f"sum(CASE WHEN s.bucket < t.{k}{i} THEN s.n "
+        f"WHEN s.bucket = t.{k}{i} THEN s.n * t.{f}{i} ELSE 0 END) AS {alias}{i}"
         for i in qs
     )
 
 
-def _moments(qs: range, prefix: str) -> str:
+def _moments(qs: range, alias: str) -> str:
     sums = ", ".join(
-        f"sum({prefix}{i}) AS s{i}_sum, sum({prefix}{i} * {prefix}{i}) AS s{i}_squares, "
-        f"sum({prefix}{i} * n) AS s{i}_n_sum, "
-        f"sum(power({prefix}{i} - CAST(:p{i} AS float8) * n, 4)) AS s{i}_residual_fourth"
+        f"sum({alias}{i}) AS s{i}_sum, sum({alias}{i} * {alias}{i}) AS s{i}_squares, "
+        f"sum({alias}{i} * n) AS s{i}_n_sum, "
+        f"sum(power({alias}{i} - CAST(:p{i} AS float8) * n, 4)) AS s{i}_residual_fourth"
         for i in qs
     )
     return f"count(*) AS users, sum(n) AS n_sum, sum(n * n) AS n_squares, {sums}"
 
 
 def _moments_statement(*, by_language: bool, count: int) -> str:
-    """Per (arm, language) and per arm: Σ over users of S_i, S_i², S_i·N_i (each quantile), N_i,
-    N_i² and the users, against the thresholds bound as ``lang_*`` and ``all_*`` arrays."""
+    """Per group g (an arm, or an arm's language): Σ over users of N_i, N_i², and of S_i, S_i²,
+    S_i·N_i, (S_i − p·N_i)⁴ for each quantile, against the thresholds bound by
+    ``_bind_thresholds`` (one row per (arm, language): g, k_i, f_i, and with languages the
+    arm's all-languages group og, ok_i, of_i)."""
     qs = range(count)
-    overall = _thresholds("all_th", "o", qs, with_language=False)
+    columns = ["arm", *(["language", "g", "og"] if by_language else ["g"])]
+    types = ["text", *(["text", "int", "int"] if by_language else ["int"])]
+    for prefix in ("", "o") if by_language else ("",):
+        for i in qs:
+            columns += [f"{prefix}k{i}", f"{prefix}f{i}"]
+            types += ["int", "float8"]
+    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(columns, types, strict=True))
+    th = f"th AS (SELECT * FROM unnest({arrays}) AS t({', '.join(columns)}))"
     if not by_language:
-        return f"""WITH {overall},
+        return f"""WITH {th},
 u AS (
-    SELECT s.arm, s.user_id, sum(s.n)::float8 AS n, {_below(qs, "o", "o")}
-    FROM {_TABLE} s JOIN all_th o ON o.arm = s.arm
-    GROUP BY s.arm, s.user_id
+    SELECT t.g, s.user_id, sum(s.n)::float8 AS n, {_below(qs, "k", "f", "s")}
+    FROM {_TABLE} s JOIN th t ON t.arm = s.arm
+    GROUP BY t.g, s.user_id
 )
-SELECT arm, NULL::text AS language, {_moments(qs, "o")} FROM u GROUP BY arm"""
+SELECT g, {_moments(qs, "s")} FROM u GROUP BY g"""
     # One pass over the rows gives each user-language both its language's S_i and its part of
     # the user's all-languages S_i (all-languages thresholds); a user's parts then add up.
-    return f"""WITH {overall},
-{_thresholds("lang_th", "t", qs, with_language=True)},
+    # Groups are numbered so users are hashed on (int, text), not on three texts.
+    return f"""WITH {th},
 ul AS (
-    SELECT s.arm, s.user_id, s.language, sum(s.n)::float8 AS n, {_below(qs, "t", "s")},
-           {_below(qs, "o", "o")}
-    FROM {_TABLE} s JOIN lang_th t ON t.arm = s.arm AND t.language = s.language
-        JOIN all_th o ON o.arm = s.arm
-    GROUP BY s.arm, s.user_id, s.language
+    SELECT t.g, t.og, s.user_id, sum(s.n)::float8 AS n, {_below(qs, "k", "f", "s")},
+           {_below(qs, "ok", "of", "o")}
+    FROM {_TABLE} s JOIN th t ON t.arm = s.arm AND t.language = s.language
+    GROUP BY t.g, t.og, s.user_id
 ),
 u AS (
-    SELECT arm, user_id, sum(n) AS n, {", ".join(f"sum(o{i}) AS o{i}" for i in qs)}
-    FROM ul GROUP BY arm, user_id
+    SELECT og AS g, user_id, sum(n) AS n, {", ".join(f"sum(o{i}) AS o{i}" for i in qs)}
+    FROM ul GROUP BY og, user_id
 )
-SELECT arm, language, {_moments(qs, "s")} FROM ul GROUP BY arm, language
+SELECT g, {_moments(qs, "s")} FROM ul GROUP BY g
 UNION ALL
-SELECT arm, NULL, {_moments(qs, "o")} FROM u GROUP BY arm"""
+SELECT g, {_moments(qs, "o")} FROM u GROUP BY g"""
 
 
 Key = tuple[str, str | None]
@@ -181,18 +176,26 @@ def _histograms(
 
 
 def _bind_thresholds(
-    name: str, histograms: dict[Key, dict[int, int]], quantiles: Sequence[float], *, overall: bool
+    histograms: dict[Key, dict[int, int]], quantiles: Sequence[float], *, by_language: bool
 ) -> dict[str, list[Any]]:
-    keys = [key for key in histograms if (key[1] is None) == overall]
-    bound: dict[str, list[Any]] = {f"{name}_arm": [arm for arm, _ in keys]}
-    if not overall:
-        bound[f"{name}_language"] = [language for _, language in keys]
+    """The threshold rows of ``_moments_statement`` as arrays; group g is ``list(histograms)``'s
+    index of its key."""
+    index = {key: g for g, key in enumerate(histograms)}
+    keys = [key for key in histograms if (key[1] is not None) == by_language]
+    bound: dict[str, list[Any]] = {"arm": [arm for arm, _ in keys], "g": [index[k] for k in keys]}
+    if by_language:
+        bound["language"] = [language for _, language in keys]
+        bound["og"] = [index[(arm, None)] for arm, _ in keys]
+    targets: list[tuple[str, list[Key]]] = [("", keys)]
+    if by_language:
+        targets.append(("o", [(arm, None) for arm, _ in keys]))
     for i, p in enumerate(quantiles):
         # The same function places the quantile for the statistics, so S_i is taken exactly
         # where quantile_estimate reads q̂.
-        placed = [quantile_bucket(histograms[key], p) for key in keys]
-        bound[f"{name}_k{i}"] = [bucket for bucket, _ in placed]
-        bound[f"{name}_f{i}"] = [share for _, share in placed]
+        for prefix, where in targets:
+            placed = [quantile_bucket(histograms[key], p) for key in where]
+            bound[f"{prefix}k{i}"] = [bucket for bucket, _ in placed]
+            bound[f"{prefix}f{i}"] = [share for _, share in placed]
     return bound
 
 
@@ -228,13 +231,12 @@ def load_latency_quantiles(
     rows: Sequence[sqlalchemy.RowMapping] = []
     if histograms:
         bound: dict[str, Any] = {f"p{i}": float(p) for i, p in enumerate(quantiles)}
-        bound |= _bind_thresholds("all_th", histograms, quantiles, overall=True)
-        if by_language:
-            bound |= _bind_thresholds("lang_th", histograms, quantiles, overall=False)
+        bound |= _bind_thresholds(histograms, quantiles, by_language=by_language)
         statement = _moments_statement(by_language=by_language, count=len(quantiles))
         rows = conn.execute(text(statement), bound).mappings().all()
     conn.execute(text(f"DROP TABLE {_TABLE}"))
-    found = {(row["arm"], row["language"]): row for row in rows}
+    keys = list(histograms)
+    found = {keys[row["g"]]: row for row in rows}
     arm_names = [*arms, *sorted({arm for arm, _ in histograms} - set(arms))]
     languages = sorted({language for _, language in histograms if language is not None})
     groups: list[str | None] = [None, *languages] if by_language else [None]
