@@ -79,20 +79,26 @@ def as_float(values: npt.ArrayLike) -> FloatArray:
     return np.asarray(values, dtype=np.float64)
 
 
-def capped(values: UserValues, percentile: float | None) -> UserValues:
-    """The SQL's cap at the ``percentile`` of the users' positive values (None: no cap).
+def capped(
+    values: UserValues, percentile: float | None, *, absolute: float | None = None
+) -> UserValues:
+    """The SQL's cap: at the ``percentile`` of the users' positive values, or at ``absolute``
+    (neither: no cap).
 
     Mean metric: m capped. Ratio metric: d capped and m scaled by the same factor.
     """
     m, d = values
-    if percentile is None:
-        return values
     weight = m if d is None else d
-    positive = weight[weight > 0]
-    if positive.size == 0:
+    if absolute is not None:
+        cap = absolute
+    elif percentile is not None:
+        positive = weight[weight > 0]
+        if positive.size == 0:
+            return values
+        # percentile_disc: the smallest value whose cumulative share is >= the percentile.
+        cap = float(np.quantile(positive, percentile, method="inverted_cdf"))
+    else:
         return values
-    # percentile_disc: the smallest value whose cumulative share is >= the percentile.
-    cap = float(np.quantile(positive, percentile, method="inverted_cdf"))
     if d is None:
         return np.minimum(m, cap), None
     factor = np.where(d > cap, cap / np.where(d > 0, d, 1.0), 1.0)
