@@ -8,7 +8,9 @@ size it
    of which the last 7 are the experiment's) by binary COPY, then ANALYZE;
 3. times ``refresh_rollups`` (the first, full one, then an incremental one);
 4. times ``load_experiment_data(by_language=True)`` from raw events and from rollups (best of
-   ``--repeat``; plain and with CUPED), and checks the two give the same moments.
+   ``--repeat``; plain and with CUPED), with the catalog's default caps and the latency
+   quantiles, and checks the two give the same moments; then, as the baseline of the same run,
+   from rollups without capping and quantiles.
 
 Figures are printed and written to ``bench/results/analysis.json``.
 """
@@ -34,6 +36,7 @@ from collector.partitions import maintain_partitions
 from core.db.connection import libpq_conninfo, make_engine
 from experiments.analysis.metrics_sql import ExperimentData, load_experiment_data
 from experiments.analysis.rollups import EVENT_TABLES, refresh_rollups
+from experiments.definitions.metrics_catalog import METRICS
 from simulator.synthetic import SyntheticConfig, load_synthetic
 
 RESULTS = Path(__file__).parent / "results" / "analysis.json"
@@ -50,7 +53,13 @@ def timed(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return best, result
 
 
-def analyze(engine: Engine, source: str, cuped: bool) -> ExperimentData:
+# The catalog's default caps, as `codelift analyze` applies them to a definition without overrides.
+CAPS = {name: info.capping for name, info in METRICS.items() if info.capping is not None}
+
+
+def analyze(
+    engine: Engine, source: str, cuped: bool, *, capped: bool = True, quantiles: bool = True
+) -> ExperimentData:
     with engine.begin() as conn:
         return load_experiment_data(
             conn,
@@ -58,6 +67,8 @@ def analyze(engine: Engine, source: str, cuped: bool) -> ExperimentData:
             by_language=True,
             source=source,  # type: ignore[arg-type]
             cuped=cuped,
+            caps=CAPS if capped else None,
+            quantiles=quantiles,
         )
 
 
@@ -130,6 +141,17 @@ def run_size(server: str, events: int, args: argparse.Namespace) -> dict[str, An
                     )
                     figures[f"analyze_{key}_s"] = round(seconds, 3)
                     print(f"analyze --by language from {key}: {seconds:.2f} s")
+            # The same run without capping and quantiles: the baseline of the figures above.
+            for cuped in (False, True):
+                key = f"rollups{'_cuped' if cuped else ''}_plain"
+                seconds, _ = timed(
+                    lambda c=cuped: analyze(engine, "rollups", c, capped=False, quantiles=False),  # type: ignore[misc]
+                    args.repeat,
+                )
+                figures[f"analyze_{key}_s"] = round(seconds, 3)
+                print(
+                    f"analyze --by language from {key} (no capping, no quantiles): {seconds:.2f} s"
+                )
             agree = same_moments(answers["raw"], answers["rollups"]) and same_moments(
                 answers["raw_cuped"], answers["rollups_cuped"]
             )

@@ -21,6 +21,7 @@ from experiments.analysis.analyze import AnalysisReport, analyze_registered
 from experiments.analysis.gate_models import GateDecisionRow
 from experiments.analysis.gate_runner import gate_history
 from experiments.analysis.history import look_days, sequential_history
+from experiments.analysis.planning_progress import power_progress
 from experiments.definitions.config import ExperimentConfig
 from experiments.definitions.metrics_catalog import METRICS
 from experiments.definitions.registry import (
@@ -193,6 +194,8 @@ class ExperimentDetail:
     # own, computed now), and when they were stored (None: computed now).
     health: pd.DataFrame
     health_at: dt.datetime | None
+    # Per primary metric: the power reached so far against the plan's MDE.
+    power: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def experiment_detail(engine: Engine, key: str) -> ExperimentDetail:
@@ -249,6 +252,33 @@ def experiment_detail(engine: Engine, key: str) -> ExperimentDetail:
         ),
         health=health_frame(checks),
         health_at=stored.at if stored else None,
+        power=power_frame(config, report),
+    )
+
+
+POWER_COLUMNS = ["metric", "power", "target_power", "target_mde", "alpha", "users"]
+
+
+def power_frame(config: ExperimentConfig, report: AnalysisReport) -> pd.DataFrame:
+    """Progress to power per primary metric, from the analysis' all-languages rows."""
+    progress = power_progress(
+        config,
+        [(r.metric, r.comparison) for r in report.results if r.language is None],
+        alpha=report.alpha,
+    )
+    return pd.DataFrame(
+        [
+            {
+                "metric": p.metric,
+                "power": p.power,
+                "target_power": p.target_power,
+                "target_mde": p.target_mde,
+                "alpha": p.alpha,
+                "users": p.users,
+            }
+            for p in progress
+        ],
+        columns=POWER_COLUMNS,
     )
 
 

@@ -155,8 +155,16 @@ def test_experiments_page_shows_the_analysis_and_the_gate(url: str, demo_engine:
     assert metric(app, "Stage") == "stage 3/4"
     assert metric(app, "SRM") == "OK"
     subheaders = [s.value for s in app.subheader]
-    for section in ("Lifts", "Sequential CI over time", "Per language", "Guardrails"):
+    for section in (
+        "Progress to power",
+        "Lifts",
+        "Sequential CI over time",
+        "Per language",
+        "Guardrails",
+    ):
         assert section in subheaders
+    progress = app.get("progress")
+    assert progress and all("power" in bar.proto.text for bar in progress)
     tables = {tuple(frame.value.columns)[:3]: frame.value for frame in app.dataframe}
     per_language = next(v for k, v in tables.items() if k == ("language", "arm", "verdict"))
     expected = [
@@ -420,3 +428,12 @@ def test_a_dashboard_that_cannot_start_says_why() -> None:
         start_dashboard(
             database_url="postgresql://nobody@127.0.0.1/none", host="203.0.113.1", port=free_port()
         )
+
+
+def test_progress_to_power_per_primary_metric(demo_engine: Engine) -> None:
+    detail = experiment_detail(demo_engine, "context-window")
+    assert list(detail.power["metric"]) == list(detail.config.primary_metrics)
+    for row in detail.power.itertuples():
+        assert 0.0 <= row.power <= 1.0
+        assert row.target_power == detail.config.plan.power
+        assert row.users == sum(detail.report.users_per_arm.values())

@@ -55,6 +55,7 @@ def render(context: PageContext) -> None:
     else:
         st.caption("Ramp and pause need the admin role.")
     _allocation(detail)
+    _power(detail)
     render_lifts(detail)
     _history(history, key)
     render_by_language(detail)
@@ -214,6 +215,29 @@ def _history(history: pd.DataFrame, key: str) -> None:
     st.altair_chart(band + line + zero, width="stretch")
     st.caption("Always-valid (sequential) 95% CI of the primary metrics, as each day ended.")
     table(history, f"{key} sequential history")
+
+
+def _power(detail: data.ExperimentDetail) -> None:
+    st.subheader("Progress to power")
+    if detail.power.empty:
+        st.info("No primary metric to plan for.")
+        return
+    plan = detail.config.plan
+    st.caption(
+        f"Power reached so far to detect a {pct(plan.mde, 0)} relative effect on each primary "
+        f"metric (target {pct(plan.power, 0)}), from the standard errors observed now; "
+        "`codelift plan` gives the days still needed."
+    )
+    for row in detail.power.itertuples():
+        if row.power is None or row.power != row.power:  # None or NaN: no standard error yet
+            st.progress(0.0, text=f"{row.metric}: no estimate yet ({row.users:,} users)")
+            continue
+        reached = min(1.0, float(row.power) / float(row.target_power))
+        st.progress(
+            reached,
+            text=f"{row.metric}: power {pct(float(row.power), 0)} of the "
+            f"{pct(float(row.target_power), 0)} wanted ({row.users:,} users)",
+        )
 
 
 def _guardrails(detail: data.ExperimentDetail) -> pd.DataFrame:

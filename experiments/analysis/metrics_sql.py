@@ -188,12 +188,14 @@ def load_experiment_data(
     pre_period_days: int = 14,
     until: dt.date | None = None,
     caps: Caps | None = None,
+    quantiles: bool = True,
 ) -> ExperimentData:
     """Per-arm (and per arm x language) sufficient statistics of every metric of ``experiment``.
 
     With ``until``, only exposures and events before midnight UTC starting that day count: the
     analysis as it stood then (whole days, so rollups and raw events still agree). ``caps``:
-    the cap of each capped metric's per-user contribution (none: nothing capped).
+    the cap of each capped metric's per-user contribution (none: nothing capped). Without
+    ``quantiles`` the latency quantiles are not loaded (``quantiles`` is then empty).
     """
     caps = dict(caps or {})
     if pre_period_days < 0:
@@ -266,8 +268,12 @@ def load_experiment_data(
         ).scalar_one_or_none()
     with analysis_settings(conn):
         rows = conn.execute(text("WITH " + statement), params).mappings().all()
-        quantiles = load_latency_quantiles(
-            conn, params, source=source, by_language=by_language, arms=list(users_per_arm)
+        latency = (
+            load_latency_quantiles(
+                conn, params, source=source, by_language=by_language, arms=list(users_per_arm)
+            )
+            if quantiles
+            else []
         )
     languages = sorted({row["language"] for row in rows if row["language"] is not None})
     found = {(row["arm"], row["language"]): row for row in rows}
@@ -292,7 +298,7 @@ def load_experiment_data(
         first_exposure=first_exposure,
         last_event=max(last) if last else None,
         metrics=metrics,
-        quantiles=quantiles,
+        quantiles=latency,
         source=source,
         multiple_arm_users=multiple_arms,
         rollups_as_of=as_of,
