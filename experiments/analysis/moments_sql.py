@@ -94,8 +94,9 @@ def _weight(metric: MetricDef, pre: bool) -> str:
     return f"({_pre(expr) if pre else expr})"
 
 
-def _cap_name(metric: MetricDef, pre: bool) -> str:
-    return f"{metric.name}__cap{'_pre' if pre else ''}"
+def _cap_key(metric: MetricDef, pre: bool, cap: Capping) -> tuple[str, float | None]:
+    """What a percentile cap is computed from: metrics sharing it share one sort."""
+    return (_weight(metric, pre), cap.percentile)
 
 
 def metric_values(
@@ -117,13 +118,19 @@ def metric_values(
     defs = _defs(metrics)
     caps = caps or {}
     periods = (False, True) if cuped else (False,)
+    # One percentile per distinct (quantity, percentile): served completions weigh five metrics,
+    # and each ordered-set aggregate sorts every user row again.
+    cap_columns: dict[tuple[str, float | None], str] = {}
+    for metric in defs:
+        cap = caps.get(metric.name)
+        if cap is None or cap.percentile is None:
+            continue
+        for pre in periods:
+            cap_columns.setdefault(_cap_key(metric, pre, cap), f"cap{len(cap_columns)}")
     percentiles = [
-        f"percentile_disc({caps[metric.name].percentile}) WITHIN GROUP (ORDER BY "
-        f"{_weight(metric, pre)}) FILTER (WHERE {_weight(metric, pre)} > 0) "
-        f"AS {_cap_name(metric, pre)}"
-        for metric in defs
-        if metric.name in caps and caps[metric.name].percentile is not None
-        for pre in periods
+        f"percentile_disc({percentile}) WITHIN GROUP (ORDER BY {weight}) "
+        f"FILTER (WHERE {weight} > 0) AS {column}"
+        for (weight, percentile), column in cap_columns.items()
     ]
     ctes = []
     source = f"{rows} s"
@@ -143,20 +150,20 @@ def metric_values(
             return None
         if cap.absolute is not None:
             return f"CAST({cap.absolute!r} AS float8)"
-        return f"c.{_cap_name(metric, pre)}"
+        return f"c.{cap_columns[_cap_key(metric, pre, cap)]}"
 
     columns = []
     for metric in defs:
         for pre in periods:
             suffix = "p" if pre else ""
             m = f"({_pre(metric.m) if pre else metric.m})"
-            cap = cap_of(metric, pre)
+            bound = cap_of(metric, pre)
             weight = _weight(metric, pre)
             if metric.d is None:
-                value = m if cap is None else f"least({m}, {cap})"
+                value = m if bound is None else f"least({m}, {bound})"
                 columns.append(f"{value} AS {metric.name}__m{suffix}")
                 continue
-            if cap is None:
+            if bound is None:
                 columns += [
                     f"{m} AS {metric.name}__m{suffix}",
                     f"{weight} AS {metric.name}__d{suffix}",
@@ -164,9 +171,9 @@ def metric_values(
                 continue
             # least() ignores a NULL cap (no user with a positive value): nothing is capped.
             columns += [
-                f"CASE WHEN {weight} > {cap} THEN {m} * {cap} / {weight} ELSE {m} END "
+                f"CASE WHEN {weight} > {bound} THEN {m} * {bound} / {weight} ELSE {m} END "
                 f"AS {metric.name}__m{suffix}",
-                f"least({weight}, {cap}) AS {metric.name}__d{suffix}",
+                f"least({weight}, {bound}) AS {metric.name}__d{suffix}",
             ]
     ctes.append(f"{name} AS (SELECT s.*, {ACTIVE} AS active, {', '.join(columns)} FROM {source})")
     return ",\n".join(ctes)
