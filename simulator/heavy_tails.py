@@ -118,6 +118,9 @@ def moments(values: UserValues, active: npt.NDArray[np.bool_] | None = None) -> 
         d_sum=float(d.sum()),
         d_sum_squares=float((d * d).sum()),
         md_sum=float((m * d).sum()),
+        m2d_sum=float((m * m * d).sum()),
+        md2_sum=float((m * d * d).sum()),
+        d3_sum=float((d * d * d).sum()),
     )
 
 

@@ -213,6 +213,7 @@ def _moment_columns(metric: MetricDef, *, cuped: bool) -> list[tuple[str, str]]:
             ("m_post_d_pre_sum", f"{m} * {dp}"),
             ("d_post_m_pre_sum", f"{d} * {mp}"),
             ("d_post_d_pre_sum", f"{d} * {dp}"),
+            *_third_order(m, d),
         ]
     else:
         columns = [
@@ -221,8 +222,17 @@ def _moment_columns(metric: MetricDef, *, cuped: bool) -> list[tuple[str, str]]:
             ("d_sum", d),
             ("d_sum_squares", f"{d} * {d}"),
             ("md_sum", f"{m} * {d}"),
+            *_third_order(m, d),
         ]
     return [("n", "count(*)")] + [(field, f"coalesce(sum({expr}), 0)") for field, expr in columns]
+
+
+def _third_order(m: str, d: str) -> list[tuple[str, str]]:
+    return [
+        ("m2d_sum", f"{m} * {m} * {d}"),
+        ("md2_sum", f"{m} * {d} * {d}"),
+        ("d3_sum", f"{d} * {d} * {d}"),
+    ]
 
 
 def moment_aggregates(*, cuped: bool, metrics: Collection[str] | None = None) -> str:

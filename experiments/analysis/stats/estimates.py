@@ -117,19 +117,48 @@ def effective_users(moments: Moments) -> float:
     return total * total / squares
 
 
+def leverage_factor(moments: Moments) -> float | None:
+    """HC3's inflation of a ratio metric's residual variance, from third-order sums.
+
+    A ratio Σm / Σd is a weighted mean of the users' rates with weights d, so user i has
+    leverage h = d / Σd: the fitted rate is pulled towards the heavy users and their residuals
+    r = m − R·d shrink. HC3 (MacKinnon & White 1985; Long & Ervin 2000 for small samples)
+    divides each r² by (1 − h)²; to first order in h that is Σr²·(1 + 2h), so the variance
+    grows by 1 + 2·Σr²d / (Σd·Σr²), which the sums Σm²d, Σmd², Σd³ give. None for a mean
+    metric, without those sums, or with no residual variance.
+    """
+    metric = post_period(moments)
+    if not isinstance(metric, RatioMoments) or metric.d_sum <= 0:
+        return None
+    if isinstance(moments, CupedRatioMoments):
+        m2d, md2, d3 = moments.m2d_sum, moments.md2_sum, moments.d3_sum
+    else:
+        m2d, md2, d3 = metric.m2d_sum, metric.md2_sum, metric.d3_sum
+    if m2d == md2 == d3 == 0.0:
+        return None
+    ratio = metric.m_sum / metric.d_sum
+    residual = metric.m_sum_squares - 2 * ratio * metric.md_sum + ratio**2 * metric.d_sum_squares
+    weighted = m2d - 2 * ratio * md2 + ratio**2 * d3
+    if residual <= ZERO_VARIANCE_TOLERANCE * metric.m_sum_squares:
+        return None
+    return 1.0 + 2.0 * max(weighted, 0.0) / (metric.d_sum * residual)
+
+
 def small_sample_corrected(arm: ArmEstimate, moments: Moments) -> ArmEstimate:
     """The estimate with heavy users' weight on its variance accounted for.
 
-    With a few heavy users the per-user variance rests on far fewer than n users: Kish's
-    effective users e (``effective_users``) replace n in the small-sample factor
-    (e / (e − 1) instead of n / (n − 1), since the fitted mean is pulled towards the heavy
-    users and their residuals shrink) and in the degrees of freedom. Equal weights change
-    nothing (e = n). Calibrated by seeded A/A simulation on heavy-tailed users
-    (tests/test_stats_heavy_tails.py).
+    With a few heavy users the per-user variance rests on far fewer than n users. A ratio
+    metric's variance grows by HC3's leverage factor (``leverage_factor``); a mean metric's (all
+    users weigh the same in a mean) by Kish's small-sample factor e / (e − 1) in place of
+    n / (n − 1). Kish's effective users e (``effective_users``) replace n in the degrees of
+    freedom. Equal weights change almost nothing. Calibrated by seeded A/A simulation on
+    heavy-tailed users (bench/stats_calibration.py, tests/test_stats_heavy_tails.py).
     """
     n = arm.n
     effective = min(float(n), max(effective_users(moments), 2.0))
-    factor = (effective / (effective - 1.0)) / (n / (n - 1.0))
+    factor = leverage_factor(moments)
+    if factor is None:
+        factor = (effective / (effective - 1.0)) / (n / (n - 1.0))
     return dataclasses.replace(arm, variance=arm.variance * factor, dof_n=effective)
 
 

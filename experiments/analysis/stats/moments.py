@@ -43,6 +43,11 @@ class RatioMoments(_Summable):
     d_sum: float
     d_sum_squares: float
     md_sum: float
+    # Third-order sums Σm²d, Σmd², Σd³: the heavy-user (leverage) correction of the variance
+    # (``estimates.small_sample_corrected``); 0 when not loaded (then it falls back to Kish's).
+    m2d_sum: float = 0.0
+    md2_sum: float = 0.0
+    d3_sum: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,6 +85,10 @@ class CupedRatioMoments(_Summable):
     m_post_d_pre_sum: float
     d_post_m_pre_sum: float
     d_post_d_pre_sum: float
+    # Σm²d, Σmd², Σd³ of the experiment period (see RatioMoments).
+    m2d_sum: float = 0.0
+    md2_sum: float = 0.0
+    d3_sum: float = 0.0
 
 
 Moments = MeanMoments | RatioMoments | CupedMeanMoments | CupedRatioMoments
