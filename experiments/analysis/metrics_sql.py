@@ -102,7 +102,7 @@ def _statistics_sql(source_sql: str, *, cuped: bool, by_language: bool, caps: Ca
         last_ts = "max(last_ts)"
     moments = moment_aggregates(cuped=cuped)
     active = "count(*) FILTER (WHERE active)"
-    overall = metric_values("u", name="uv", caps=caps, cuped=cuped)
+    overall = metric_values("u", name="uv", caps=caps, cuped=cuped, keep=("arm", "last_ts"))
     if not by_language:
         return f"""
 src AS ({source_sql}),
@@ -113,7 +113,14 @@ u AS (
 SELECT arm, NULL AS language, {active} AS active_users, max(last_ts) AS last_ts, {moments}
 FROM uv GROUP BY arm
 """
-    per_language = metric_values("ul", name="ulv", caps=caps, cuped=cuped, group=("language",))
+    per_language = metric_values(
+        "ul",
+        name="ulv",
+        caps=caps,
+        cuped=cuped,
+        group=("language",),
+        keep=("arm", "language", "last_ts"),
+    )
     return f"""
 src AS ({source_sql}),
 ul AS (

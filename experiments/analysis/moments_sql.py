@@ -107,6 +107,7 @@ def metric_values(
     caps: Caps | None = None,
     cuped: bool = False,
     group: Sequence[str] = (),
+    keep: Sequence[str] | None = None,
 ) -> str:
     """CTEs ending in ``{name}``: the rows of CTE ``rows`` (one user each) with every metric's
     (capped) per-user values added.
@@ -114,6 +115,7 @@ def metric_values(
     Percentile caps are computed over the users of each ``group`` (e.g. ``("language",)``,
     ``("look",)``; none: all rows) pooled over arms, leaving out users whose capped quantity is
     0. A ratio metric's user with denominator d above the cap C contributes (m·C/d, C).
+    ``keep``: the columns of ``rows`` carried along (None: all of them).
     """
     defs = _defs(metrics)
     caps = caps or {}
@@ -175,7 +177,15 @@ def metric_values(
                 f"AS {metric.name}__m{suffix}",
                 f"least({weight}, {bound}) AS {metric.name}__d{suffix}",
             ]
-    ctes.append(f"{name} AS (SELECT s.*, {ACTIVE} AS active, {', '.join(columns)} FROM {source})")
+    carried = "s.*" if keep is None else ", ".join(f"s.{column}" for column in keep)
+    # With caps, OFFSET 0 keeps the subquery from being flattened: each value is computed once
+    # per row and read as a column by the aggregates (flattened, every aggregate naming a capped
+    # value evaluates its CASE again: 1.7 s more at 10M events).
+    fence = " OFFSET 0" if caps else ""
+    ctes.append(
+        f"{name} AS (SELECT {carried}, {ACTIVE} AS active, {', '.join(columns)} "
+        f"FROM {source}{fence})"
+    )
     return ",\n".join(ctes)
 
 
