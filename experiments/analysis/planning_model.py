@@ -116,7 +116,7 @@ def exposed(growth: Growth, steps: Sequence[Step], duration_days: float) -> floa
 
 
 # The degree of each moment field in the user's values: n, sums, and squares or products.
-_RATIO_DEGREES = (0, 1, 2, 1, 2, 2)  # n, Σm, Σm², Σd, Σd², Σmd
+_RATIO_DEGREES = (0, 1, 2, 1, 2, 2, 3, 3, 3)  # n, Σm, Σm², Σd, Σd², Σmd, Σm²d, Σmd², Σd³
 _MEAN_DEGREES = (0, 1, 2)  # n, Σm, Σm²
 
 
@@ -201,7 +201,7 @@ def summarize(moments: Sequence[float], *, ratio: bool) -> Population:
     """Mean and per-user variance (divisor n) of (possibly fractional) moment sums."""
     n = moments[0]
     if ratio:
-        _, m_sum, m_squares, d_sum, d_squares, md_sum = moments
+        _, m_sum, m_squares, d_sum, d_squares, md_sum = moments[:6]
         effective = d_sum * d_sum / d_squares if d_squares > 0 else n
         if d_sum == 0:
             return Population(ResultCode.ZERO_DENOMINATOR, n, effective_users=effective)

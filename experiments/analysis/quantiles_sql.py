@@ -6,10 +6,11 @@ being user i's events below the pooled quantile (with the share f of their event
 holding it, see ``stats.quantiles.quantile_bucket``) and N_i their events. Per-user rows never
 leave the database.
 
-One statement: the per-user-bucket counts are materialized once; the pooled histogram, the
-bucket holding each quantile and its f come from them with window functions; the per-user
-S_i and N_i and their sums over users follow in the same statement. The all-languages row sums a
-user's events over their languages (S_i and N_i are sums over events, so over languages too).
+Three statements over a temporary table of per-user-bucket counts (written once from the
+source): the pooled histograms; in Python, the bucket holding each quantile and its f
+(``quantile_bucket``, the function the statistics read q̂ with); then, in one pass over the
+table, each user's S_i and N_i and their sums over users. The all-languages row sums a user's
+events over their languages (S_i and N_i are sums over events, so over languages too).
 
 Sources agree exactly: ``raw`` buckets completion_served events at or after the user's exposure
 (as ``contributions`` buckets them for the rollups), ``rollups`` reads the same buckets from
@@ -84,17 +85,20 @@ def _source(source: Literal["raw", "rollups"]) -> str:
     FROM x JOIN completion_served ev ON ev.user_id = x.user_id AND ev.client_ts >= x.ts
     WHERE ev.client_ts >= CAST(:lo AS timestamptz) AND ev.client_ts < CAST(:hi AS timestamptz)"""
     if source == "rollups":
-        # unnest() in the select list (not a lateral join) zips the arrays without a nested loop.
+        # One join with the exposed users for both tables (x is an aggregate, built once per
+        # join), and days up to the first exposure's (``lo``) dropped by the scan: nobody's post
+        # period has them. unnest() in the select list zips the arrays without a nested loop.
         return """
     SELECT x.arm, r.user_id, r.language, unnest(r.latency_buckets)::int AS bucket,
            unnest(r.latency_counts) AS n
-    FROM x JOIN metric_rollup_daily r
-        ON r.user_id = x.user_id AND r.day > x.day AND r.day < CAST(:until_day AS date)
-    UNION ALL
-    SELECT x.arm, r.user_id, r.language, unnest(r.latency_buckets)::int,
-           unnest(r.latency_counts)
-    FROM x JOIN exposure_day_rollup r
-        ON r.experiment = :experiment AND r.user_id = x.user_id AND r.post"""
+    FROM x JOIN (
+        SELECT user_id, language, day, latency_buckets, latency_counts FROM metric_rollup_daily
+        WHERE day < CAST(:until_day AS date)
+            AND day > (CAST(:lo AS timestamptz) AT TIME ZONE 'UTC')::date
+        UNION ALL
+        SELECT user_id, language, NULL, latency_buckets, latency_counts FROM exposure_day_rollup
+        WHERE experiment = :experiment AND post
+    ) r ON r.user_id = x.user_id AND (r.day IS NULL OR r.day > x.day)"""
     raise ValueError(f"source must be 'raw' or 'rollups', got {source!r}")
 
 
@@ -141,7 +145,6 @@ u AS (
 SELECT g, {_moments(qs, "s")} FROM u GROUP BY g"""
     # One pass over the rows gives each user-language both its language's S_i and its part of
     # the user's all-languages S_i (all-languages thresholds); a user's parts then add up.
-    # Groups are numbered so users are hashed on (int, text), not on three texts.
     return f"""WITH {th},
 ul AS (
     SELECT t.g, t.og, s.user_id, sum(s.n)::float8 AS n, {_below(qs, "k", "f", "s")},
