@@ -40,7 +40,6 @@ from experiments.analysis.stats.estimates import effective_users
 from experiments.analysis.stats.quantiles import (
     QuantileEstimate,
     compare_quantiles,
-    quantile_estimate,
     quantile_non_inferiority,
 )
 from experiments.definitions.capping import Capping
@@ -214,8 +213,7 @@ def analyze_data(
         groups += sorted(language for language in languages if language is not None)
 
     def quantile(metric: str, arm: str, language: str | None = None) -> QuantileEstimate:
-        stats = data.quantile(metric, arm, language)
-        return quantile_estimate(stats.histogram, stats.at_quantile, stats.p, alpha)
+        return data.quantile(metric, arm, language).estimate(alpha)
 
     def test(metric: str, arm: str, language: str | None) -> Comparison:
         if METRICS[metric].kind == "quantile":
