@@ -46,6 +46,9 @@ MIN_EXPECTED_USERS = 5.0
 # the effects being measured, and may itself differ between arms: the rollout stops.
 MULTIPLE_EXPOSURES_WARN = 0.001
 MULTIPLE_EXPOSURES_FAIL = 0.01
+# ... but a handful of users is no evidence of a broken assignment (one shared laptop in a
+# 50-user first stage is 2 %): below this many the check only warns.
+MULTIPLE_EXPOSURES_FAIL_MIN_USERS = 10
 # The shown-rate check is a warning that asks for a careful read, not a decision: unadjusted and
 # two-sided, with the always-valid sequential p-value when there is one (the gate looks again and
 # again), at a level stricter than the analysis' 0.05 so that it rarely fires by chance.
@@ -162,7 +165,7 @@ def multiple_exposures_check(*, multiple: int, exposed: int) -> HealthCheck:
     rate = multiple / exposed if exposed else 0.0
     figures: dict[str, Figure] = {"users": multiple, "exposed": exposed, "rate": rate}
     counted = f"{multiple} of {exposed} exposed users ({rate:.2%}) saw more than one arm"
-    if rate > MULTIPLE_EXPOSURES_FAIL:
+    if rate > MULTIPLE_EXPOSURES_FAIL and multiple >= MULTIPLE_EXPOSURES_FAIL_MIN_USERS:
         status, limit = HealthStatus.FAIL, MULTIPLE_EXPOSURES_FAIL
     elif rate > MULTIPLE_EXPOSURES_WARN:
         status, limit = HealthStatus.WARN, MULTIPLE_EXPOSURES_WARN
