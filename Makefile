@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run collector check test bench bench-assignment bench-analysis bench-gateway \
+.PHONY: install run collector check test bench bench-assignment bench-analysis bench-stats bench-gateway \
 	bench-dashboard bench-feedback bench-lora bench-e2e bench-cli dashboard clean
 
 $(BIN)/codelift: pyproject.toml
@@ -38,6 +38,9 @@ bench-assignment: install
 
 bench-analysis: install
 	$(BIN)/python -m bench.analysis
+
+bench-stats: install
+	$(BIN)/python -m bench.stats_calibration
 
 bench-gateway: install
 	$(BIN)/python bench/gateway.py
