@@ -495,6 +495,16 @@ def test_apply_warns_when_the_plan_misses_the_target(
         )
         assert "exceeds the target 1.0% at power 0.8" in warnings[0]
         assert "suggestions_per_user" in warnings[1]
+        # --no-plan: applied (here: unchanged) without looking at the pre-period.
+        quiet = run(
+            database_url,
+            "experiments",
+            "apply",
+            str(write_definition(tmp_path, hard)),
+            "--no-plan",
+        )
+        assert quiet.exit_code == 0, quiet.output
+        assert quiet.stdout.strip() == "plan-cli-apply unchanged" and quiet.stderr == ""
 
         elsewhere = config(key=keys[1], targeting={"languages": {"include": ["cobol"]}})
         result = run(

@@ -21,9 +21,14 @@ Key = Annotated[str, typer.Argument(help="The experiment's key.")]
 def apply(
     path: Annotated[Path, typer.Argument(help="A .yaml, .yml or .toml definition.", exists=True)],
     actor: Actor = None,
+    plan: Annotated[
+        bool, typer.Option(help="Check the plan against the pre-period data after applying.")
+    ] = True,
 ) -> None:
     """Create an experiment from a definition file, or update it to match the file; warns when
     the pre-period says its plan cannot reach the configured power."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from codelift.commands.plan import warn_if_underpowered
     from experiments.definitions.config import ConfigError, load_config
     from experiments.definitions.registry import RegistryError, apply_definition
@@ -43,9 +48,16 @@ def apply(
                 typer.echo(f"updated {experiment.key}: {', '.join(result.changed)}")
             else:
                 typer.echo(f"{experiment.key} unchanged")
-            # After the commit: the plan only warns (on stderr), it never undoes an apply. The
-            # file's config, not the stored one, carries its plan and capping sections.
-            warn_if_underpowered(session, config, experiment.started_at)
+            # After the commit: the plan only warns (on stderr), it never undoes an apply, and a
+            # database that fails now does not make a stored change look failed.
+            if plan:
+                try:
+                    warn_if_underpowered(session, config, experiment.started_at)
+                except SQLAlchemyError as exc:
+                    typer.echo(
+                        f"planning skipped: the database failed ({exc.__class__.__name__})",
+                        err=True,
+                    )
     except (ConfigError, RegistryError) as exc:
         raise CommandError(exc) from None
 
