@@ -31,7 +31,7 @@ from streamlit.testing.v1 import AppTest
 
 from bench.ingest import scratch_database
 from core.db.connection import libpq_conninfo, make_engine
-from dashboard import cached, data
+from dashboard import cached, data, feedback_data
 from dashboard.apptest import app_with_passwords
 from simulator.dashboard_seed import seed_demo
 
@@ -85,12 +85,12 @@ def data_layer_s(url: str) -> dict[str, float]:
             "experiment_detail": timed(lambda: data.experiment_detail(engine, "context-window")),
             "sequential_history": timed(lambda: data.history_frame(engine, "context-window")),
             "feedback_counts": timed(
-                lambda: data.feedback_counts(
+                lambda: feedback_data.feedback_counts(
                     engine, experiment_key="context-window", start=start, end=end
                 )
             ),
             "feedback_comments": timed(
-                lambda: data.comments_frame(
+                lambda: feedback_data.comments_frame(
                     engine,
                     text_query="slow",
                     theme_ids=(),

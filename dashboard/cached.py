@@ -13,7 +13,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from core.db.connection import make_engine
-from dashboard import data
+from dashboard import data, feedback_data
 from experiments.product.metrics import Grain
 from experiments.product.serving_health import ServingGrain
 
@@ -77,7 +77,7 @@ def serving(
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def themes(url: str) -> dict[str, str]:
     """Active codebook themes."""
-    return data.theme_choices(engine(url))
+    return feedback_data.theme_choices(engine(url))
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -85,7 +85,9 @@ def feedback_counts(
     url: str, experiment_key: str | None, start: dt.datetime, end: dt.datetime
 ) -> dict[str, pd.DataFrame]:
     """Theme and polarity counts."""
-    return data.feedback_counts(engine(url), experiment_key=experiment_key, start=start, end=end)
+    return feedback_data.feedback_counts(
+        engine(url), experiment_key=experiment_key, start=start, end=end
+    )
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -98,7 +100,7 @@ def comments(
     experiment_key: str | None,
 ) -> pd.DataFrame:
     """Comments matching the filters."""
-    return data.comments_frame(
+    return feedback_data.comments_frame(
         engine(url),
         text_query=text_query,
         theme_ids=theme_ids,

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, data
+from dashboard import cached, feedback_data
 from dashboard.context import PageContext
 from dashboard.views.widgets import pct, table
 from feedback.errors import FeedbackInputError, UnknownFeedbackError, UnknownThemeError
@@ -125,7 +125,7 @@ def _comments(context: PageContext, experiment_key: str | None) -> None:
 
 def corrections_from_edits(
     comments: pd.DataFrame, edited_rows: dict[Any, dict[str, Any]]
-) -> list[data.TagCorrection]:
+) -> list[feedback_data.TagCorrection]:
     """The corrections a table edit asks for: the row's themes and polarity after the edit."""
     corrections = []
     for position, change in sorted(edited_rows.items(), key=lambda item: int(item[0])):
@@ -133,7 +133,7 @@ def corrections_from_edits(
         themes = change.get("themes", row["themes"])
         polarity = change.get("polarity", row["polarity"])
         corrections.append(
-            data.TagCorrection(
+            feedback_data.TagCorrection(
                 feedback_id=uuid.UUID(str(row["feedback_id"])),
                 theme_ids=tuple(themes or ()),
                 polarity=str(polarity) if polarity is not None else "",
@@ -149,7 +149,7 @@ def _save(context: PageContext, comments: pd.DataFrame) -> None:
         st.warning("Nothing to save: edit a comment's themes or polarity first.")
         return
     try:
-        saved = data.save_corrections(
+        saved = feedback_data.save_corrections(
             cached.engine(context.database_url),
             corrections,
             corrected_by=f"dashboard:{context.identity.name}",
