@@ -126,21 +126,47 @@ def compare(
     arm_c, arm_t = prepared.control, prepared.treatment
     if arm_c is None or arm_t is None:
         return base
-    lift_abs, var_abs = absolute_lift(arm_c, arm_t)
-    has_baseline = not is_zero_baseline(arm_c)
-    lift_rel, var_rel = relative_lift(arm_c, arm_t) if has_baseline else (None, 0.0)
     if proportion and (arm_c.variance == 0.0 or arm_t.variance == 0.0):
         # A normal approximation with one arm's variance 0 claims certainty about that arm:
         # 0/10 against 2/10 would give p 0.007, where the exact test gives 0.47.
         p_exact = fisher_exact_p(arm_c, arm_t)
+        lift_rel = None if is_zero_baseline(arm_c) else relative_lift(arm_c, arm_t)[0]
         return _replace(
             base,
             code=ResultCode.EXACT_TEST,
-            lift_abs=lift_abs,
+            lift_abs=absolute_lift(arm_c, arm_t)[0],
             p_abs=p_exact,
             lift_rel=lift_rel,
             p_rel=p_exact if lift_rel is not None else None,
         )
+    return compare_estimates(
+        base,
+        arm_c,
+        arm_t,
+        alpha=alpha,
+        relative=relative,
+        sequential=sequential,
+        n_star=n_star,
+        higher_is_better=higher_is_better,
+    )
+
+
+def compare_estimates(
+    base: Comparison,
+    arm_c: ArmEstimate,
+    arm_t: ArmEstimate,
+    *,
+    alpha: float,
+    relative: bool = True,
+    sequential: bool = False,
+    n_star: float = DEFAULT_N_STAR,
+    higher_is_better: bool = True,
+) -> Comparison:
+    """The tests of ``compare`` on arm estimates already built (``base`` carries the counts and
+    means): absolute and relative Welch tests, the confidence sequences, the chance to win."""
+    lift_abs, var_abs = absolute_lift(arm_c, arm_t)
+    has_baseline = not is_zero_baseline(arm_c)
+    lift_rel, var_rel = relative_lift(arm_c, arm_t) if has_baseline else (None, 0.0)
     if var_abs <= 0.0:
         # Both arms constant: point estimates only.
         return _replace(base, code=ResultCode.ZERO_VARIANCE, lift_abs=lift_abs, lift_rel=lift_rel)

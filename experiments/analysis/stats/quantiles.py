@@ -40,13 +40,11 @@ from collections.abc import Mapping
 
 from experiments.analysis.options import DEFAULT_N_STAR
 from experiments.analysis.stats._distributions import t_ppf
-from experiments.analysis.stats.bayesian import chance_to_win
-from experiments.analysis.stats.estimates import ArmEstimate, is_zero_baseline, ratio_estimate
-from experiments.analysis.stats.frequentist import absolute_lift, relative_lift, t_test, welch_dof
+from experiments.analysis.stats.compare import compare_estimates
+from experiments.analysis.stats.estimates import ArmEstimate, ratio_estimate
 from experiments.analysis.stats.moments import RatioMoments
 from experiments.analysis.stats.noninferiority import estimates_non_inferiority, no_inference
 from experiments.analysis.stats.results import Comparison, Interval, NonInferiority, ResultCode
-from experiments.analysis.stats.sequential import cs_interval, cs_p_value, tuning_rho
 
 # The histogram's geometry: bucket k >= 1 holds [BASE^k, BASE^(k+1)) ms, bucket 0 holds
 # [0, BASE) (experiments.analysis.contributions.LATENCY_BUCKET_BASE; a test keeps them equal).
@@ -220,57 +218,14 @@ def compare_quantiles(
     blocking = _blocking_code(control, treatment)
     if blocking is not None:
         return dataclasses.replace(base, code=blocking)
-    arm_c, arm_t = _arm(control), _arm(treatment)
-    lift_abs, var_abs = absolute_lift(arm_c, arm_t)
-    # Quantiles are > 0 (p > 0 and interpolation), so this guards only against misuse.
-    lift_rel, var_rel = relative_lift(arm_c, arm_t) if not is_zero_baseline(arm_c) else (None, 0.0)
-    if var_abs <= 0.0:
-        return dataclasses.replace(
-            base, code=ResultCode.ZERO_VARIANCE, lift_abs=lift_abs, lift_rel=lift_rel
-        )
-    dof = welch_dof(arm_c, arm_t)
-    n_total = arm_c.n + arm_t.n
-    rho = tuning_rho(alpha, n_star)
-    abs_test = t_test(lift_abs, var_abs, dof, alpha)
-    result = dataclasses.replace(
+    return compare_estimates(
         base,
-        dof=dof,
-        lift_abs=lift_abs,
-        se_abs=abs_test.se,
-        ci_abs=abs_test.ci,
-        p_abs=abs_test.p_value,
-    )
-    if sequential:
-        result = dataclasses.replace(
-            result,
-            n_star=n_star,
-            seq_ci_abs=cs_interval(lift_abs, var_abs, n_total, alpha, rho),
-            seq_p_abs=cs_p_value(lift_abs, var_abs, n_total, rho),
-        )
-    win_estimate, win_se = lift_abs, abs_test.se
-    if lift_rel is None:
-        result = dataclasses.replace(result, code=ResultCode.ZERO_BASELINE)
-    elif var_rel <= 0.0:
-        result = dataclasses.replace(result, code=ResultCode.ZERO_VARIANCE, lift_rel=lift_rel)
-    else:
-        rel_test = t_test(lift_rel, var_rel, dof, alpha)
-        result = dataclasses.replace(
-            result,
-            lift_rel=lift_rel,
-            se_rel=rel_test.se,
-            ci_rel=rel_test.ci,
-            p_rel=rel_test.p_value,
-        )
-        if sequential:
-            result = dataclasses.replace(
-                result,
-                seq_ci_rel=cs_interval(lift_rel, var_rel, n_total, alpha, rho),
-                seq_p_rel=cs_p_value(lift_rel, var_rel, n_total, rho),
-            )
-        win_estimate, win_se = lift_rel, rel_test.se
-    return dataclasses.replace(
-        result,
-        chance_to_win=chance_to_win(win_estimate, win_se, higher_is_better=higher_is_better),
+        _arm(control),
+        _arm(treatment),
+        alpha=alpha,
+        sequential=sequential,
+        n_star=n_star,
+        higher_is_better=higher_is_better,
     )
 
 
