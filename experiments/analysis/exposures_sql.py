@@ -11,13 +11,15 @@ Clients log an exposure per session, so a user has many exposure rows; SQL param
 # The exclusion is a WHERE on the grouped rows, not a HAVING: the planner guesses 0.5 % of the
 # groups pass "HAVING count(DISTINCT arm) = 1" (491 users of 98,229 at 10M events, and then
 # sorts every rollup row by user), but 99.5 % pass "arm IS NOT NULL".
-EXPOSED = """
+# Every exposed user once, arm NULL for those exposed to more than one arm.
+EXPOSURE_GROUPS = """
+    SELECT user_id, CASE WHEN count(DISTINCT arm) = 1 THEN min(arm) END AS arm,
+           min(client_ts) AS ts, (min(client_ts) AT TIME ZONE 'UTC')::date AS day
+    FROM exposure WHERE experiment = :experiment AND client_ts < CAST(:hi AS timestamptz)
+    GROUP BY user_id"""
+EXPOSED = f"""
 x AS NOT MATERIALIZED (
-    SELECT user_id, arm, ts, day FROM (
-        SELECT user_id, CASE WHEN count(DISTINCT arm) = 1 THEN min(arm) END AS arm,
-               min(client_ts) AS ts, (min(client_ts) AT TIME ZONE 'UTC')::date AS day
-        FROM exposure WHERE experiment = :experiment AND client_ts < CAST(:hi AS timestamptz)
-        GROUP BY user_id
+    SELECT user_id, arm, ts, day FROM ({EXPOSURE_GROUPS}
     ) exposed
     WHERE arm IS NOT NULL
 )"""

@@ -25,7 +25,7 @@ from experiments.analysis.contributions import (
     analysis_settings,
     contribution_ctes,
 )
-from experiments.analysis.exposures_sql import EXPOSED
+from experiments.analysis.exposures_sql import EXPOSED, EXPOSURE_GROUPS
 from experiments.analysis.moments_sql import (
     Caps,
     MetricStats,
@@ -210,17 +210,16 @@ def load_experiment_data(
     hi = dt.datetime.max.replace(tzinfo=dt.UTC)
     if until is not None:
         hi = dt.datetime.combine(until, dt.time(), dt.UTC)
-    exposures = conn.execute(
-        text(f"WITH {EXPOSED} SELECT arm, count(*) AS users, min(ts) AS first FROM x GROUP BY arm"),
-        {"experiment": experiment, "hi": hi},
-    ).all()
-    multiple_arms = conn.execute(
+    exposure_groups = conn.execute(
         text(
-            "SELECT count(*) FROM (SELECT 1 FROM exposure WHERE experiment = :experiment "
-            "AND client_ts < :hi GROUP BY user_id HAVING count(DISTINCT arm) > 1) t"
+            f"SELECT arm, count(*) AS users, min(ts) AS first FROM ({EXPOSURE_GROUPS}) g "
+            "GROUP BY arm"
         ),
         {"experiment": experiment, "hi": hi},
-    ).scalar_one()
+    ).all()
+    # The NULL arm: users exposed to more than one arm, left out of everything below.
+    exposures = [row for row in exposure_groups if row.arm is not None]
+    multiple_arms = sum(int(row.users) for row in exposure_groups if row.arm is None)
     registered = conn.execute(
         text(
             "SELECT a.name FROM experiment_arms a JOIN experiments e ON e.id = a.experiment_id "

@@ -246,7 +246,10 @@ class ExperimentConfig(BaseModel):
         known = {_known_metric(name): cap for name, cap in capping.items()}
         quantiles = sorted(name for name, cap in known.items() if METRICS[name].kind == "quantile")
         if quantiles and any(known[name] is not None for name in quantiles):
-            raise ValueError(f"{quantiles}: quantile metrics are not capped")
+            raise ValueError(
+                f"{quantiles}: quantile metrics are not capped (their intervals are clustered "
+                "by user already); remove them from capping"
+            )
         return known
 
     @field_validator("seed")
