@@ -38,6 +38,8 @@ from collections.abc import Iterator, Mapping
 import sqlalchemy
 from sqlalchemy import text
 
+from experiments.analysis.stats.quantiles import BUCKET_BASE
+
 CHECKPOINTS = (30, 120, 300, 600)
 SHOWN_MIN_DISPLAY_MS = 750
 PERSISTED_MAX_EDIT_RATIO = 0.33
@@ -45,9 +47,9 @@ ACCEPTED_OUTCOMES = "('accepted', 'partially_accepted')"
 # Events of one suggestion further apart than this are not linked (checks come 600 s after
 # acceptance at most; a day leaves room for clock skew and sleeping laptops).
 LINK_WINDOW = "interval '1 day'"
-# Latency histogram: bucket k >= 1 holds [BASE^k, BASE^(k+1)) ms; bucket 0 holds [0, BASE).
-LATENCY_BUCKET_BASE = 1.04
-LATENCY_P95_RELATIVE_ERROR = math.sqrt(LATENCY_BUCKET_BASE) - 1
+# Latency histogram: bucket k >= 1 holds [BASE^k, BASE^(k+1)) ms; bucket 0 holds [0, BASE). One
+# value for the SQL that writes the histograms and the statistics that read them.
+LATENCY_BUCKET_BASE = BUCKET_BASE
 
 COMPONENTS = (
     "shown_n",

@@ -297,11 +297,6 @@ class ExperimentConfig(BaseModel):
         return METRICS[metric].capping
 
     @property
-    def secondary_metrics(self) -> tuple[str, ...]:
-        """Every other metric of the catalog: shown, with their own (BH) correction."""
-        return tuple(name for name in METRICS if name not in self.primary_metrics)
-
-    @property
     def planned_duration_s(self) -> float:
         """How long the experiment is planned to run (``plan.duration``, else the stages')."""
         if self.plan.duration_s is not None:

@@ -47,7 +47,7 @@ from experiments.analysis.stats.noninferiority import estimates_non_inferiority,
 from experiments.analysis.stats.results import Comparison, Interval, NonInferiority, ResultCode
 
 # The histogram's geometry: bucket k >= 1 holds [BASE^k, BASE^(k+1)) ms, bucket 0 holds
-# [0, BASE) (experiments.analysis.contributions.LATENCY_BUCKET_BASE; a test keeps them equal).
+# [0, BASE); the SQL that writes the histograms (experiments.analysis.contributions) uses it.
 BUCKET_BASE = 1.04
 # Σ N_i of the moments and the histogram's total count the same events; more apart than this is
 # a caller's bug (moments from one query, histogram from another), not rounding.
