@@ -71,6 +71,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 @db_app.command("maintain")
 def db_maintain() -> None:
     """Roll up new events, create partitions ahead and drop those past the retention period."""
+    from collector.event_ids import prune_for_settings
     from collector.partitions import maintain_for_settings
     from core.db.connection import libpq_conninfo
     from core.db.session import session_for
@@ -86,9 +87,15 @@ def db_maintain() -> None:
             refresh_rollups(session.connection())
             session.commit()
         plan = maintain_for_settings(libpq_conninfo(url), settings, today=_today())
+        forgotten = prune_for_settings(
+            libpq_conninfo(url),
+            max_event_age_days=settings.max_event_age_days,
+            now=dt.datetime.now(dt.UTC),
+        )
     typer.echo(
         f"created {len(plan.create)} partitions, dropped {len(plan.drop)} "
-        f"(retention {settings.retention_days} days)"
+        f"(retention {settings.retention_days} days); "
+        f"forgot {forgotten} event ids past the {settings.max_event_age_days}-day window"
     )
     for table, day in plan.drop:
         typer.echo(f"  dropped {table} {day:%Y-%m-%d}")

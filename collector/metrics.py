@@ -19,7 +19,7 @@ class CollectorMetrics:
         self.registry = CollectorRegistry()
         self.events = Counter(
             "codelift_collector_events",
-            "Events received, by type and result (stored, duplicate, rejected).",
+            "Events received, by type and result (stored, duplicate, conflict, rejected).",
             ["type", "result"],
             registry=self.registry,
         )
@@ -27,6 +27,12 @@ class CollectorMetrics:
             "codelift_collector_batches",
             "Batches answered, by HTTP status.",
             ["status"],
+            registry=self.registry,
+        )
+        self.write_retries = Counter(
+            "codelift_collector_write_retries",
+            "Batch writes retried after a transient conflict between writers, by error.",
+            ["error"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(

@@ -224,12 +224,25 @@ class RejectedEvent(BaseModel):
     reason: str
 
 
+class ConflictingEvent(BaseModel):
+    """An event whose ``event_id`` is stored with another payload: this one was not stored."""
+
+    index: int
+    event_id: uuid.UUID
+    # What differs from the stored event: field names, or "type" for another event type.
+    fields: list[str]
+
+
 class IngestResult(BaseModel):
-    """What happened to a batch."""
+    """What happened to a batch: each event is stored, a duplicate, a conflict or rejected."""
 
     received: int
     stored: int
+    # Repeats of stored events (same event_id and payload; client_ts may differ): not stored.
     duplicates: int
+    # Repeats of an event_id with another payload: not stored, listed in ``conflicting``.
+    conflicts: int = 0
+    conflicting: list[ConflictingEvent] = Field(default_factory=list)
     rejected: list[RejectedEvent]
 
 

@@ -1,10 +1,16 @@
-"""The ingest hot path: validated events → binary COPY into staging → de-duplicating INSERT.
+"""The ingest hot path: validated events → binary COPY into staging → one exactly-once INSERT.
 
 No ORM here. Each pooled connection owns a temporary staging table (made when the pool opens
-the connection); a batch is one binary COPY into it, then per event type an
-``INSERT … SELECT … ON CONFLICT DO NOTHING`` into the type's table, so a retried event is stored
-once and each INSERT's row count says how many were new. Statements are rendered to bytes once,
-at start-up.
+the connection); a batch is one binary COPY into it, then one statement: the batch's ids go
+into ``event_ids`` (``ON CONFLICT DO NOTHING``, in id order), and only the ids that statement
+inserted are copied on into their type's table. ``event_ids`` is keyed on the id alone, so an
+event is stored once whatever its retries change: a re-stamped ``client_ts`` (the typed tables'
+keys carry it, as a partitioned table's unique key must), another type, a repeat in one batch.
+
+Every writer takes the ids' locks in the same (sorted) order and only the writer that inserted
+an id touches its typed row, so concurrent overlapping batches wait on each other but never
+deadlock. Ids seen before are compared with what is stored: the same payload is a duplicate,
+another payload a conflict, kept out and reported. Statements are rendered once, at start-up.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import operator
-from collections.abc import Callable, Sequence
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -25,6 +33,8 @@ from collector.models import event_metadata
 from collector.schemas import EVENT_TYPES, EventBase
 
 STAGING = "staging_events"
+# Every stored event's id, kept for the acceptance window (collector.event_ids prunes it).
+EVENT_IDS = "event_ids"
 _DIALECT = PGDialect()  # type: ignore[no-untyped-call]
 
 # Binary COPY needs each column's PostgreSQL type spelled as psycopg knows it. Order matters:
@@ -71,8 +81,10 @@ class EventTable:
     # The table's columns as written: the common fields, received_at, the type's own fields.
     columns: tuple[str, ...]
     copy_types: tuple[str, ...]
-    # INSERT … SELECT of this type's staging rows, skipping event_ids already stored.
-    insert: bytes
+    # The INSERT … SELECT of this type's staging rows whose ids the batch's statement claimed.
+    insert: sql.Composable
+    # The stored rows of given (client_ts, event_id) keys, in ``columns`` order after the id.
+    select_stored: bytes
     own_values: Callable[[EventBase], tuple[Any, ...]]
     # NULLs for the other types' staging columns, before and after this type's own.
     pad_before: tuple[None, ...]
@@ -94,9 +106,13 @@ class EventTable:
         return (*_common_values(event), received_at, *self.own_values(event))
 
 
+# What a retry may change without being another event: when it was stamped and received.
+_NOT_PAYLOAD = frozenset({"client_ts", "received_at"})
+
+
 @dataclasses.dataclass(frozen=True)
 class StagingLayout:
-    """The staging table: one COPY per batch carries every event type.
+    """The staging table, and the one statement that moves a batch from it into the tables.
 
     Its columns are event_type, the common fields, received_at, then a block per event type
     (``<type>__<field>``) that is NULL in the other types' rows. One table and one COPY, not one
@@ -108,6 +124,9 @@ class StagingLayout:
     create: bytes
     copy: bytes
     copy_types: tuple[str, ...]
+    # Claims the batch's ids in event_ids and copies the claimed rows on to their tables, in one
+    # round trip; answers the rows stored per type (in ``tables`` order) and the ids not claimed.
+    write: bytes
 
 
 def build_staging_layout() -> StagingLayout:
@@ -127,6 +146,7 @@ def build_staging_layout() -> StagingLayout:
         blocks[event_type] = (len(columns), own)
         columns += [(f"{event_type}__{f}", _sql_type(table, f), _copy_type(table, f)) for f in own]
     width = len(columns)
+    staging = sql.Identifier(STAGING)
     tables: dict[str, EventTable] = {}
     for event_type, (offset, own) in blocks.items():
         table = orm_tables[event_type]
@@ -137,23 +157,33 @@ def build_staging_layout() -> StagingLayout:
             table=table.name,
             columns=target,
             copy_types=tuple(_copy_type(table, c) for c in target),
-            insert=_render(
+            # ON CONFLICT stays as a guard: rows loaded by the bulk path (collector.bulk) have
+            # no event_ids entry, and such a row must not fail a client's batch.
+            insert=sql.SQL(
+                "INSERT INTO {table} ({target}) SELECT {source} FROM {staging} "
+                "WHERE event_type = {event_type} AND event_id IN (SELECT event_id FROM claimed) "
+                "ON CONFLICT DO NOTHING RETURNING 1"
+            ).format(
+                table=sql.Identifier(table.name),
+                target=sql.SQL(", ").join(map(sql.Identifier, target)),
+                source=sql.SQL(", ").join(map(sql.Identifier, source)),
+                staging=staging,
+                event_type=sql.Literal(event_type),
+            ),
+            select_stored=_render(
                 sql.SQL(
-                    "INSERT INTO {table} ({target}) SELECT {source} FROM {staging} "
-                    "WHERE event_type = {event_type} ON CONFLICT DO NOTHING"
+                    "SELECT event_id, {target} FROM {table} "
+                    "WHERE (client_ts, event_id) IN "
+                    "(SELECT * FROM unnest(%s::timestamptz[], %s::uuid[]))"
                 ).format(
                     table=sql.Identifier(table.name),
                     target=sql.SQL(", ").join(map(sql.Identifier, target)),
-                    source=sql.SQL(", ").join(map(sql.Identifier, source)),
-                    staging=sql.Identifier(STAGING),
-                    event_type=sql.Literal(event_type),
                 )
             ),
             own_values=_values_getter(own),
             pad_before=(None,) * (offset - len(head)),
             pad_after=(None,) * (width - offset - len(own)),
         )
-    staging = sql.Identifier(STAGING)
     return StagingLayout(
         tables=tables,
         create=_render(
@@ -174,7 +204,36 @@ def build_staging_layout() -> StagingLayout:
             )
         ),
         copy_types=tuple(copy_type for _, _, copy_type in columns),
+        write=_render(_write_statement(tables.values())),
     )
+
+
+def _write_statement(tables: Iterable[EventTable]) -> sql.Composable:
+    # ORDER BY event_id: every writer takes the ids' locks in one order, the condition for
+    # overlapping batches never to deadlock. A data-modifying CTE runs whether or not the final
+    # SELECT reads it; reading each one's RETURNING is what gives the rows stored per type.
+    staging = sql.Identifier(STAGING)
+    tables = list(tables)
+    ctes = [
+        sql.SQL(
+            "claimed AS (INSERT INTO {ids} (event_id, event_type, client_ts, received_at) "
+            "SELECT event_id, event_type, client_ts, received_at FROM {staging} "
+            "ORDER BY event_id ON CONFLICT DO NOTHING RETURNING event_id)"
+        ).format(ids=sql.Identifier(EVENT_IDS), staging=staging)
+    ]
+    ctes += [
+        sql.SQL("{name} AS ({insert})").format(name=sql.Identifier(f"t{i}"), insert=table.insert)
+        for i, table in enumerate(tables)
+    ]
+    counts = sql.SQL(", ").join(
+        sql.SQL("(SELECT count(*) FROM {})").format(sql.Identifier(f"t{i}"))
+        for i in range(len(tables))
+    )
+    return sql.SQL(
+        "WITH {ctes} SELECT ARRAY[{counts}]::int8[], "
+        "(SELECT array_agg(event_id) FROM {staging} "
+        "WHERE event_id NOT IN (SELECT event_id FROM claimed))"
+    ).format(ctes=sql.SQL(", ").join(ctes), counts=counts, staging=staging)
 
 
 def _values_getter(fields: tuple[str, ...]) -> Callable[[EventBase], tuple[Any, ...]]:
@@ -186,11 +245,24 @@ def _values_getter(fields: tuple[str, ...]) -> Callable[[EventBase], tuple[Any, 
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Conflict:
+    """An event whose id was stored before with another payload; it was not stored."""
+
+    # Its position in the events given to ``EventStore.write``.
+    position: int
+    event_id: uuid.UUID
+    event_type: str
+    # What differs from the stored event: field names, or "type" for another event type.
+    fields: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class WriteResult:
-    """Rows newly stored and rows that were already there, per event type."""
+    """Rows newly stored, repeats of stored events, and conflicting repeats, per event type."""
 
     stored: dict[str, int]
     duplicates: dict[str, int]
+    conflicts: list[Conflict] = dataclasses.field(default_factory=list)
 
 
 class EventStore:
@@ -198,6 +270,7 @@ class EventStore:
 
     def __init__(self) -> None:
         self.layout = build_staging_layout()
+        self._order = list(self.layout.tables)
 
     async def prepare_connection(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Create this connection's staging table (psycopg_pool's ``configure`` hook)."""
@@ -211,20 +284,99 @@ class EventStore:
         *,
         received_at: dt.datetime,
     ) -> WriteResult:
-        """Store ``events`` in one transaction; duplicates (by event_id) are skipped."""
+        """Store ``events`` in one transaction, each ``event_id`` once; report the repeats."""
         tables = self.layout.tables
-        counts: dict[str, int] = {}
-        stored: dict[str, int] = {}
-        duplicates: dict[str, int] = {}
+        first: dict[uuid.UUID, int] = {}
+        repeats: list[int] = []
+        for position, event in enumerate(events):
+            if first.setdefault(event.event_id, position) != position:
+                repeats.append(position)
+        stored = dict.fromkeys(self._order, 0)
+        # The version of each repeated id that the tables hold, (type, payload), once known.
+        reference: dict[uuid.UUID, tuple[str, dict[str, Any]] | None] = {}
         async with conn.transaction():
-            async with conn.cursor().copy(self.layout.copy) as copy:
-                copy.set_types(list(self.layout.copy_types))
-                for event in events:
-                    event_type: str = event.type  # type: ignore[attr-defined]
-                    counts[event_type] = counts.get(event_type, 0) + 1
-                    await copy.write_row(tables[event_type].staging_row(event, received_at))
-            for event_type, count in counts.items():
-                cur = await conn.execute(tables[event_type].insert)
-                stored[event_type] = cur.rowcount
-                duplicates[event_type] = count - cur.rowcount
-        return WriteResult(stored=stored, duplicates=duplicates)
+            if first:
+                async with conn.cursor().copy(self.layout.copy) as copy:
+                    copy.set_types(list(self.layout.copy_types))
+                    for position in first.values():
+                        event = events[position]
+                        table = tables[event.type]  # type: ignore[attr-defined]
+                        await copy.write_row(table.staging_row(event, received_at))
+                cur = await conn.execute(self.layout.write)
+                row = await cur.fetchone()
+                assert row is not None
+                counts, seen = row
+                stored.update(zip(self._order, counts, strict=True))
+                if seen:
+                    # Stored before this batch, or by a batch that committed while this one
+                    # waited on its ids: read back, in this transaction's fresh snapshot.
+                    reference.update(await self._stored_versions(conn, seen))
+        conflicts: list[Conflict] = []
+        for event_id in reference:
+            self._compare(events, first[event_id], reference, conflicts)
+        for position in repeats:
+            event_id = events[position].event_id
+            if event_id not in reference:
+                earlier = events[first[event_id]]
+                reference[event_id] = (earlier.type, self._payload(earlier))  # type: ignore[attr-defined]
+            self._compare(events, position, reference, conflicts)
+        received = Counter(event.type for event in events)  # type: ignore[attr-defined]
+        refused = Counter(conflict.event_type for conflict in conflicts)
+        return WriteResult(
+            stored={t: n for t, n in stored.items() if n},
+            duplicates={t: n for t in received if (n := received[t] - stored[t] - refused[t]) > 0},
+            conflicts=sorted(conflicts, key=lambda c: c.position),
+        )
+
+    def _payload(self, event: EventBase) -> dict[str, Any]:
+        table = self.layout.tables[event.type]  # type: ignore[attr-defined]
+        return _payload_of(table.columns, table.table_row(event, _NO_TIME))
+
+    def _compare(
+        self,
+        events: Sequence[EventBase],
+        position: int,
+        reference: dict[uuid.UUID, tuple[str, dict[str, Any]] | None],
+        conflicts: list[Conflict],
+    ) -> None:
+        # A repeat is a duplicate when its payload is the stored one, else a conflict.
+        event = events[position]
+        event_type: str = event.type  # type: ignore[attr-defined]
+        known = reference[event.event_id]
+        if known is None:
+            return  # its row is gone or was never readable: nothing to compare, a duplicate
+        known_type, known_payload = known
+        if known_type != event_type:
+            differs: tuple[str, ...] = ("type",)
+        else:
+            payload = self._payload(event)
+            differs = tuple(f for f, value in payload.items() if known_payload.get(f) != value)
+        if differs:
+            conflicts.append(Conflict(position, event.event_id, event_type, differs))
+
+    async def _stored_versions(
+        self, conn: psycopg.AsyncConnection[Any], ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[str, dict[str, Any]] | None]:
+        cur = await conn.execute(_SELECT_CLAIMS, (ids,))
+        claims: dict[str, list[tuple[dt.datetime, uuid.UUID]]] = {}
+        versions: dict[uuid.UUID, tuple[str, dict[str, Any]] | None] = dict.fromkeys(ids)
+        for event_id, event_type, client_ts in await cur.fetchall():
+            claims.setdefault(event_type, []).append((client_ts, event_id))
+        for event_type, keys in claims.items():
+            table = self.layout.tables.get(event_type)
+            if table is None:
+                continue
+            times, key_ids = zip(*keys, strict=True)
+            cur = await conn.execute(table.select_stored, (list(times), list(key_ids)))
+            for event_id, *values in await cur.fetchall():
+                versions[event_id] = (event_type, _payload_of(table.columns, values))
+        return versions
+
+
+# Any time will do where the payload leaves the time out.
+_NO_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_SELECT_CLAIMS = f"SELECT event_id, event_type, client_ts FROM {EVENT_IDS} WHERE event_id = ANY(%s)"
+
+
+def _payload_of(columns: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    return {c: v for c, v in zip(columns, values, strict=True) if c not in _NOT_PAYLOAD}

@@ -91,8 +91,14 @@ def reset_demo(url: str, scenario: Scenario) -> None:
     key = scenario.experiment.key
     prefix = f"{scenario.name}-dev-%"
     with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
-        # Event type names are their tables' names.
+        # Event type names are their tables' names. Their ids go too: a rerun sends the same
+        # seeded ids, which the store would otherwise take for retries of the deleted events.
         for table in EVENT_TYPES:
+            conn.execute(
+                f"DELETE FROM event_ids WHERE event_id IN "
+                f"(SELECT event_id FROM {table} WHERE user_id LIKE %s)",
+                (prefix,),
+            )
             conn.execute(f"DELETE FROM {table} WHERE user_id LIKE %s", (prefix,))
         conn.execute("DELETE FROM gate_decisions WHERE experiment_key = %s", (key,))
         conn.execute("DELETE FROM experiment_audit WHERE experiment_key = %s", (key,))

@@ -22,7 +22,7 @@ from experiments.assignment.exposures import (
     exposure_id,
 )
 from experiments.assignment.service import ArmAssignment, AssignmentRequest, AssignmentService
-from tests.database import PgConnection, server_url
+from tests.database import EVENT_TABLES, PgConnection, server_url
 from tests.experiment_factories import DEFAULT_VARIANT, CommittedRegistry, definition
 
 USERS = [f"user-{number:04d}" for number in range(300)]
@@ -177,7 +177,11 @@ def test_the_writer_retries_until_the_database_is_back(pg: PgConnection) -> None
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         engine = make_engine(url)
-        ExposureRow.metadata.tables["exposure"].create(engine)
+        # The store's one statement names every event table (and the id table).
+        tables = ExposureRow.metadata.tables
+        ExposureRow.metadata.create_all(
+            engine, tables=[tables[name] for name in (*EVENT_TABLES, "event_ids")]
+        )
         engine.dispose()
 
         assert recorder.flush(timeout_s=10)

@@ -22,6 +22,18 @@ UUID_FIELDS = frozenset({"event_id", "feedback_id"})
 NOTHING_STORED = dict.fromkeys(EVENT_TABLES, 0)
 
 
+def answer(received: int, *, stored: int, duplicates: int) -> dict[str, object]:
+    """The collector's answer to a batch with nothing rejected and no conflicts."""
+    return {
+        "received": received,
+        "stored": stored,
+        "duplicates": duplicates,
+        "conflicts": 0,
+        "conflicting": [],
+        "rejected": [],
+    }
+
+
 def expected_columns(event: Event) -> dict[str, Any]:
     """The row an event must become: every wire field but ``type``, in Python types."""
     columns: dict[str, Any] = {}
@@ -61,7 +73,7 @@ def test_each_event_type_round_trips_into_its_table(
     before = now_utc()
     response = post(client, event)
     assert response.status_code == 200, response.text
-    assert response.json() == {"received": 1, "stored": 1, "duplicates": 0, "rejected": []}
+    assert response.json() == answer(1, stored=1, duplicates=0)
     assert_stored(row_by_id(pg, event_type, event["event_id"]), event, after=before)
     assert counts(pg) == NOTHING_STORED | {event_type: 1}
 
@@ -74,7 +86,7 @@ def test_a_mixed_batch_lands_in_each_table_with_every_column(
     before = now_utc()
     response = post(client, *events)
     assert response.status_code == 200, response.text
-    assert response.json() == {"received": 14, "stored": 14, "duplicates": 0, "rejected": []}
+    assert response.json() == answer(14, stored=14, duplicates=0)
     assert counts(pg) == dict.fromkeys(EVENT_TABLES, 2)
     received_at = set()
     for event in events:
@@ -179,16 +191,16 @@ def test_an_event_with_several_problems_counts_once_towards_the_422(
 def test_an_empty_batch_is_accepted(client: httpx.Client) -> None:
     response = post(client)
     assert response.status_code == 200
-    assert response.json() == {"received": 0, "stored": 0, "duplicates": 0, "rejected": []}
+    assert response.json() == answer(0, stored=0, duplicates=0)
 
 
 def test_the_same_batch_twice_is_stored_once(client: httpx.Client, pg: PgConnection) -> None:
     events = [factories.make(t) for t in EVENT_TYPES]
     first = post(client, *events)
-    assert first.json() == {"received": 7, "stored": 7, "duplicates": 0, "rejected": []}
+    assert first.json() == answer(7, stored=7, duplicates=0)
     second = post(client, *events)
     assert second.status_code == 200
-    assert second.json() == {"received": 7, "stored": 0, "duplicates": 7, "rejected": []}
+    assert second.json() == answer(7, stored=0, duplicates=7)
     assert counts(pg) == dict.fromkeys(EVENT_TABLES, 1)
 
 
@@ -198,7 +210,7 @@ def test_a_duplicate_inside_one_batch_is_stored_once(
 ) -> None:
     event = factories.make(event_type)
     response = post(client, event, event, event)
-    assert response.json() == {"received": 3, "stored": 1, "duplicates": 2, "rejected": []}
+    assert response.json() == answer(3, stored=1, duplicates=2)
     assert count(pg, event_type) == 1
 
 
@@ -218,7 +230,7 @@ def test_duplicates_and_new_events_in_one_batch(client: httpx.Client, pg: PgConn
     post(client, *old)
     new = [factories.suggestion_outcome() for _ in range(2)]
     response = post(client, *new, *old)
-    assert response.json() == {"received": 5, "stored": 2, "duplicates": 3, "rejected": []}
+    assert response.json() == answer(5, stored=2, duplicates=3)
     assert count(pg, "suggestion_outcome") == 5
 
 
