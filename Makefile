@@ -63,5 +63,8 @@ bench-e2e: install
 bench-cli: install
 	$(BIN)/python -m bench.cli_startup
 
+bench-hostile: install
+	$(BIN)/python -m bench.hostile_clients
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -16,9 +16,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from collector.api.body import body_limits
+from collector.api.deps import ingest_admission
 from collector.api.routes import events, health
 from collector.config import CollectorSettings
-from collector.errors import CollectorError, RateLimited
+from collector.errors import BodyTimeout, CollectorError, PayloadTooLarge, RateLimited
 from collector.ingest import IngestService
 from collector.metrics import CollectorMetrics
 from collector.partitions_job import PartitionKeeper
@@ -27,8 +29,18 @@ from collector.store import EventStore
 from core.auth.verify import AuthError, KeyVerifier
 from core.db.connection import libpq_conninfo
 from core.db.pool import open_service_pool
-from core.overload import InFlightLimit, LoadShedder
+from core.http_guard import HttpLimits
+from core.overload import (
+    BodyFirst,
+    BodyRefusal,
+    Busy,
+    InFlightLimit,
+    KeyedLimit,
+    LoadShedder,
+    ReadersBusy,
+)
 from core.ratelimit import RateLimiter
+from core.request_body import BodyTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +70,16 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         app.state.settings = settings
         app.state.pool = pool
         app.state.metrics = metrics
-        app.state.verifier = KeyVerifier(pool, ttl_s=settings.auth_cache_ttl_s)
+        app.state.verifier = KeyVerifier(
+            pool,
+            ttl_s=settings.auth_cache_ttl_s,
+            max_entries=settings.auth_cache_max_keys,
+            max_misses=settings.auth_cache_max_misses,
+            miss_rate_per_s=settings.auth_miss_lookups_per_s,
+            miss_burst=settings.auth_miss_burst,
+            # A quarter of the pool at most checks unknown keys: the rest stays for batches.
+            max_concurrent_misses=max(1, settings.db_pool_max // 4),
+        )
         app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         app.state.ingest = IngestService(
             settings=settings, pool=pool, store=store, metrics=metrics, partitions=partitions
@@ -92,13 +113,46 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             headers={"Retry-After": str(settings.retry_after_s)},
         )
 
+    def body_refused(exc: BodyRefusal) -> JSONResponse:
+        retry = {"Retry-After": str(settings.retry_after_s)}
+        if isinstance(exc, ReadersBusy) and exc.busy is Busy.KEY:
+            response = _error(429, RateLimited.code, str(exc), field="Authorization", headers=retry)
+        elif isinstance(exc, ReadersBusy):
+            response = _error(503, "overloaded", str(exc), headers=retry)
+        elif isinstance(exc, BodyTooLarge):
+            response = _error(413, PayloadTooLarge.code, str(exc), field="body")
+        else:
+            response = _error(408, BodyTimeout.code, str(exc), field="body")
+        metrics.batches.labels(str(response.status_code)).inc()
+        return response
+
+    readers = KeyedLimit(settings.max_body_readers, settings.max_body_readers_per_key)
+    app.state.readers = readers
     app.add_middleware(
-        LoadShedder, limit=in_flight, paths=frozenset({"/v1/events"}), refuse=overloaded
+        LoadShedder,
+        limit=in_flight,
+        paths=frozenset({"/v1/events"}),
+        refuse=overloaded,
+        body=BodyFirst(
+            identify=ingest_admission,
+            readers=readers,
+            limits=body_limits(settings),
+            refuse=body_refused,
+        ),
     )
     app.add_middleware(RequestTiming, metrics=metrics)
     _add_error_handlers(app, settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def http_limits(settings: CollectorSettings) -> HttpLimits:
+    """The limits on every request's head (``core.http_guard``), for ``settings``."""
+    return HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_header_fields,
+        header_timeout_s=settings.header_timeout_s,
+    )
 
 
 def _add_error_handlers(app: FastAPI, settings: CollectorSettings) -> None:
@@ -109,6 +163,9 @@ def _add_error_handlers(app: FastAPI, settings: CollectorSettings) -> None:
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         elif exc.status == 503:
             headers = {"Retry-After": str(settings.retry_after_s)}
+        elif isinstance(exc, BodyTimeout):
+            # The rest of a body this slow is not worth waiting for; nor is the connection.
+            headers = {"Connection": "close"}
         return _error(exc.status, exc.code, exc.message, field=exc.field, headers=headers)
 
     @app.exception_handler(AuthError)

@@ -8,18 +8,16 @@ the kernel spreads new connections across the processes instead.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
-import signal
 import socket
 import tempfile
-from types import FrameType
 
 import uvicorn
 
 from collector.config import CollectorSettings
 from core.http_service import tune_gc
+from core.supervise import Policy, Supervisor, python_process
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,8 @@ def bind_reuseport(host: str, port: int) -> socket.socket:
 
 
 def _serve_one(settings: CollectorSettings, sock: socket.socket | None = None) -> None:
-    from collector.main import create_app
+    from collector.main import create_app, http_limits
+    from core.http_guard import guarded_protocol
 
     if sock is None:
         sock = bind_reuseport(settings.host, settings.port)
@@ -48,14 +47,19 @@ def _serve_one(settings: CollectorSettings, sock: socket.socket | None = None) -
         # One HTTP/1.1 keep-alive connection per IDE is the normal case.
         timeout_keep_alive=30,
         loop="auto",
-        http="auto",
+        # httptools, with bounds on each request's head that it lacks itself.
+        http=guarded_protocol(http_limits(settings)),
     )
     tune_gc()
     uvicorn.Server(config).run(sockets=[sock])
 
 
 def serve(settings: CollectorSettings) -> None:
-    """Serve until SIGINT/SIGTERM; blocks. ``settings.database_url`` must be resolved."""
+    """Serve until SIGINT/SIGTERM; blocks. ``settings.database_url`` must be resolved.
+
+    Several workers run under a supervisor (``core.supervise``): one that dies is restarted
+    with back-off, and :class:`~core.supervise.ChildFailed` is raised once one keeps failing.
+    """
     workers = settings.workers or os.cpu_count() or 1
     # Bind once here so a port taken by something else fails fast, and port 0 resolves to one
     # real port that every worker then shares.
@@ -66,34 +70,23 @@ def serve(settings: CollectorSettings) -> None:
         "collector listening on http://%s:%d with %d process(es)", settings.host, port, workers
     )
     if workers == 1:
-        _serve_one(settings, first)
+        # No children; uvicorn re-raises the stop signal once it has drained, and the
+        # supervisor turns it into a return, so the caller's context managers still run.
+        with Supervisor("collector"):
+            _serve_one(settings, first)
         return
     metrics_dir = tempfile.mkdtemp(prefix="codelift-metrics-")
     # prometheus_client picks its storage when imported, so the variable must be set before the
     # worker processes start.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    context = multiprocessing.get_context("spawn")
     first.close()
-    procs = [
-        context.Process(target=_serve_one, args=(settings,), name=f"collector-{i}", daemon=False)
-        for i in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-
-    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        for proc in procs:
-            proc.join()
-    except KeyboardInterrupt:
-        stop(signal.SIGINT, None)
-        for proc in procs:
-            proc.join()
+        with Supervisor("collector", Policy(restart=True)) as supervisor:
+            for i in range(workers):
+                name = f"collector-{i}"
+                supervisor.start(name, python_process(_serve_one, settings, name=name))
+            supervisor.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    if supervisor.outcome is not None:
+        supervisor.outcome.raise_for_failure()

@@ -14,6 +14,8 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
+from core.http_guard import HttpLimits, guarded_protocol
+
 STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 20.0
 
@@ -31,8 +33,11 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def uvicorn_config(app: ASGIApp, *, log_level: str) -> uvicorn.Config:
-    """The uvicorn settings both services use (no access log, no websockets)."""
+def uvicorn_config(
+    app: ASGIApp, *, log_level: str, limits: HttpLimits | None = None
+) -> uvicorn.Config:
+    """The uvicorn settings both services use (no access log, no websockets), with ``limits``
+    on every request's head (``HttpLimits()`` unless given)."""
     return uvicorn.Config(
         app,
         log_config=None,
@@ -41,11 +46,14 @@ def uvicorn_config(app: ASGIApp, *, log_level: str) -> uvicorn.Config:
         ws="none",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        http=guarded_protocol(limits or HttpLimits()),
     )
 
 
 @contextlib.contextmanager
-def running_in_thread(app: ASGIApp, *, name: str, log_level: str = "warning") -> Iterator[str]:
+def running_in_thread(
+    app: ASGIApp, *, name: str, log_level: str = "warning", limits: HttpLimits | None = None
+) -> Iterator[str]:
     """Serve ``app`` from a thread on a free loopback port; yield its base URL.
 
     For tests and benchmarks: every wait has a deadline, and the server is stopped on exit.
@@ -55,7 +63,7 @@ def running_in_thread(app: ASGIApp, *, name: str, log_level: str = "warning") ->
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
+    server = uvicorn.Server(uvicorn_config(app, log_level=log_level, limits=limits))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"{name}-{port}", daemon=True
     )

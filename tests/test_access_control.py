@@ -220,12 +220,10 @@ def test_no_secret_reaches_the_logs(
             collector_settings(f"postgresql://u:{password}@127.0.0.1:1/x", db_timeout_s=0.3)
         ) as down,
     ):
-        good = gateway_settings(
-            with_password, collector_url=collector, ingest_key=ingest.secret, event_max_retries=0
-        )
+        good = gateway_settings(with_password, collector_url=collector, ingest_key=ingest.secret)
         # A gateway whose events the collector refuses: that refusal is logged.
         refused = gateway_settings(
-            with_password, collector_url=collector, ingest_key=unknown.secret, event_max_retries=0
+            with_password, collector_url=collector, ingest_key=unknown.secret
         )
         for settings in (good, refused):
             with running(create_gateway(settings, {"local": ScriptedBackend("pass")})) as url:

@@ -215,13 +215,11 @@ def test_the_verifier_cache_is_bounded(
             verifier = KeyVerifier(pool, ttl_s=3600, max_entries=3, clock=FakeClock())
             await authenticate(verifier, key.secret)
             pg.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s", (key.id,))
-            # A flood of unknown keys fills the cache and empties it: the key is looked up
-            # afresh, long before its TTL.
+            # A flood of unknown keys fills the cache of misses, never the one of known keys:
+            # the good key is still answered from the cache (a revocation shows after the TTL).
             for _ in range(3):
                 with pytest.raises(AuthError):
                     await authenticate(verifier, generate_secret())
-            with pytest.raises(AuthError) as raised:
-                await authenticate(verifier, key.secret)
-            assert raised.value.status == 403
+            assert (await authenticate(verifier, key.secret)).revoked is False
 
     asyncio.run(scenario())

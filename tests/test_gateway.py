@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -85,10 +86,17 @@ def backend() -> ScriptedBackend:
 
 @pytest.fixture
 def gateway_url(
-    database_url: str, collector_url: str, ingest_key: Key, backend: ScriptedBackend
+    database_url: str,
+    collector_url: str,
+    ingest_key: Key,
+    backend: ScriptedBackend,
+    tmp_path: Path,
 ) -> Iterator[str]:
     settings = gateway_settings(
-        database_url, collector_url=collector_url, ingest_key=ingest_key.secret
+        database_url,
+        collector_url=collector_url,
+        ingest_key=ingest_key.secret,
+        event_spool_dir=tmp_path,
     )
     with running_gateway(settings, {"local": backend}) as url:
         yield url
@@ -292,23 +300,25 @@ def test_client_disconnect_cancels_the_backend_request(
             wait_for(lambda: slow.cancelled > cancelled, "the backend request cancelled")  # noqa: B023
 
 
-def dropped_events(url: str) -> float:
+def metric(url: str, name: str) -> float:
+    """One sample of the gateway's /metrics (``name`` with its labels), 0 when absent."""
     for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("codelift_gateway_events_dropped_total "):
+        if line.startswith(f"{name} "):
             return float(line.split()[1])
     return 0.0
 
 
 def test_a_down_collector_never_fails_a_completion(
-    database_url: str, serve_only_key: Key, backend: ScriptedBackend
+    database_url: str, serve_only_key: Key, backend: ScriptedBackend, tmp_path: Path
 ) -> None:
-    # Port 1 refuses connections: every batch fails, is retried, then given up and counted.
+    # Port 1 refuses connections: every batch fails and is retried; the events wait on disk.
     settings = gateway_settings(
         database_url,
         collector_url="http://127.0.0.1:1",
         ingest_key="whatever",
-        event_max_retries=1,
         event_backoff_s=0.01,
+        event_max_backoff_s=0.05,
+        event_spool_dir=tmp_path,
     )
     with (
         running_gateway(settings, {"local": backend}) as url,
@@ -316,20 +326,28 @@ def test_a_down_collector_never_fails_a_completion(
     ):
         for _ in range(5):
             assert complete(client).choices[0].text
-        wait_for(lambda: dropped_events(url) >= 5, "dropped events counted on /metrics")
+        wait_for(
+            lambda: metric(url, "codelift_gateway_event_spool_events") == 5,
+            "the events spooled",
+        )
+        wait_for(
+            lambda: metric(url, "codelift_gateway_event_posts_failed_total") >= 2,
+            "posts retried",
+        )
+        assert metric(url, "codelift_gateway_events_dropped_total") == 0
 
 
-def test_a_full_event_queue_drops_and_counts(
-    database_url: str, serve_only_key: Key, backend: ScriptedBackend
+def test_a_full_event_buffer_drops_and_counts(
+    database_url: str, serve_only_key: Key, backend: ScriptedBackend, tmp_path: Path
 ) -> None:
+    # The spool's writer waits a second for more events: meanwhile the one-event buffer is full.
     settings = gateway_settings(
         database_url,
         collector_url="http://127.0.0.1:1",
         ingest_key="whatever",
         event_queue_size=1,
-        event_batch_size=1,
-        event_max_retries=3,
-        event_backoff_s=1.0,
+        event_flush_interval_s=1.0,
+        event_spool_dir=tmp_path,
     )
     with (
         running_gateway(settings, {"local": backend}) as url,
@@ -338,9 +356,9 @@ def test_a_full_event_queue_drops_and_counts(
         started = time.monotonic()
         for _ in range(5):
             complete(client)
-        # The logger is stuck in a backoff: completions went on regardless.
+        # Completions went on regardless.
         assert time.monotonic() - started < 1.0
-        assert dropped_events(url) >= 3
+        assert metric(url, "codelift_gateway_events_dropped_total") == 4
 
 
 def test_experiment_arms_in_response_header_and_completion_served(
@@ -353,6 +371,7 @@ def test_experiment_arms_in_response_header_and_completion_served(
     backend: ScriptedBackend,
     pg: PgConnection,
     clean_events: None,
+    tmp_path: Path,
 ) -> None:
     registry.apply(
         definition(
@@ -376,7 +395,10 @@ def test_experiment_arms_in_response_header_and_completion_served(
     recorder.start()
     service.start()
     settings = gateway_settings(
-        database_url, collector_url=collector_url, ingest_key=ingest_key.secret
+        database_url,
+        collector_url=collector_url,
+        ingest_key=ingest_key.secret,
+        event_spool_dir=tmp_path,
     )
     try:
         with (

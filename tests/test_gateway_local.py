@@ -54,7 +54,7 @@ def _variant(engine: LocalEngine) -> Variant:
 
 
 def _settings(
-    variant: Variant, database_url: str, collector_url: str, ingest_key: Key
+    variant: Variant, database_url: str, collector_url: str, ingest_key: Key, spool: Path
 ) -> GatewaySettings:
     return GatewaySettings.model_validate(
         {
@@ -65,15 +65,27 @@ def _settings(
             "ingest_key": ingest_key.secret,
             "event_flush_interval_s": 0.05,
             "event_batch_size": 20,
+            # Each gateway its own: two run at once here, and none shares the machine's.
+            "event_spool_dir": spool,
         }
     )
 
 
 @pytest.fixture(scope="module")
 def gateway_url(
-    local_engine: LocalEngine, database_url: str, collector_url: str, ingest_key: Key
+    local_engine: LocalEngine,
+    database_url: str,
+    collector_url: str,
+    ingest_key: Key,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    settings = _settings(_variant(local_engine), database_url, collector_url, ingest_key)
+    settings = _settings(
+        _variant(local_engine),
+        database_url,
+        collector_url,
+        ingest_key,
+        tmp_path_factory.mktemp("gateway-spool"),
+    )
     app = create_app(settings, {"local": local_engine}, close_backends=True)
     with running(app) as url:
         yield url
@@ -144,6 +156,7 @@ def test_python_lora_arm_is_served_with_its_adapter(
     ingest_key: Key,
     serve_only_key: Key,
     clean_events: None,
+    tmp_path: Path,
 ) -> None:
     # The arms of examples/experiments/lora-python.yaml, at full coverage.
     registry.apply(
@@ -157,7 +170,7 @@ def test_python_lora_arm_is_served_with_its_adapter(
     base = lora_engine.model_name
     service = AssignmentService(engine, _variant(lora_engine), refresh_interval_s=0.05)
     service.start()
-    settings = _settings(_variant(lora_engine), database_url, collector_url, ingest_key)
+    settings = _settings(_variant(lora_engine), database_url, collector_url, ingest_key, tmp_path)
     try:
         with (
             running(

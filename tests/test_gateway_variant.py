@@ -4,6 +4,7 @@ assigned one (what ``codelift backtest`` relies on); other keys are refused."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,10 +30,17 @@ def backend() -> ScriptedBackend:
 
 @pytest.fixture
 def gateway_url(
-    database_url: str, collector_url: str, ingest_key: Key, backend: ScriptedBackend
+    database_url: str,
+    collector_url: str,
+    ingest_key: Key,
+    backend: ScriptedBackend,
+    tmp_path: Path,
 ) -> Iterator[str]:
     settings = gateway_settings(
-        database_url, collector_url=collector_url, ingest_key=ingest_key.secret
+        database_url,
+        collector_url=collector_url,
+        ingest_key=ingest_key.secret,
+        event_spool_dir=tmp_path,
     )
     with running_gateway(settings, {"local": backend}) as url:
         yield url

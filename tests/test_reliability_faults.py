@@ -259,7 +259,6 @@ def test_gateway_serves_while_the_collector_is_down_and_delivers_after(
         ingest_key=ingest_key.secret,
         event_batch_size=5,
         event_flush_interval_s=0.05,
-        event_max_retries=8,
         event_backoff_s=0.1,
         event_timeout_s=1.0,
         vllm=[{"url": f"http://127.0.0.1:{vllm_proxy.port}"}],

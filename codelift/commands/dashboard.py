@@ -1,4 +1,5 @@
-"""``codelift dashboard``: serve the dashboard until interrupted."""
+"""``codelift dashboard``: serve the dashboard until SIGTERM or SIGINT (exit 0); exit 1 if it
+fails to start or stops on its own."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli_support import configured_database_url
+from core.cli_support import FAILURE_EXIT, CommandError, configured_database_url
 
 
 def dashboard(
@@ -17,7 +18,7 @@ def dashboard(
     ] = None,
 ) -> None:
     """Serve the Streamlit dashboard (overview, experiments, feedback, serving)."""
-    from dashboard.launch import start_dashboard
+    from dashboard.launch import DashboardFailed, serve_dashboard
     from dashboard.settings import get_dashboard_settings
     from migrations.runner import upgrade
 
@@ -28,16 +29,14 @@ def dashboard(
         if not settings.database_url:
             # The embedded database is this machine's own: keep it at the newest schema.
             upgrade(url)
-        running = start_dashboard(
-            database_url=url,
-            host=host or settings.host,
-            port=port if port is not None else settings.port,
-            quiet=False,
-        )
-        typer.echo(f"dashboard at {running.url}", err=True)
         try:
-            running.process.wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            running.stop()
+            outcome = serve_dashboard(
+                database_url=url,
+                host=host or settings.host,
+                port=port if port is not None else settings.port,
+                announce=lambda served: typer.echo(f"dashboard at {served}", err=True),
+            )
+        except DashboardFailed as exc:
+            raise CommandError(exc, code=FAILURE_EXIT) from None
+    if outcome.failure is not None:
+        raise CommandError(f"the dashboard stopped: {outcome.failure}", code=FAILURE_EXIT)

@@ -174,6 +174,7 @@ def demo(
 ) -> None:
     """The whole platform on this machine: services, a fleet through a gated rollout, results."""
     from core.settings import get_database_settings
+    from dashboard.launch import DashboardFailed
     from simulator.demo import DemoOptions, run_demo
     from simulator.stack import ServiceFailed
 
@@ -192,7 +193,7 @@ def demo(
     try:
         with configured_database_url(settings) as url:
             run_demo(url, options)
-    except ServiceFailed as exc:
+    except (ServiceFailed, DashboardFailed) as exc:
         raise CommandError(exc, code=FAILURE_EXIT) from None
     except KeyboardInterrupt:
         typer.echo("\nstopped", err=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from collector.config import CollectorSettings
 from collector.errors import BodyTimeout, CollectorError, InvalidBody, PayloadTooLarge
-from core.request_body import BodyTooLarge, BodyTooSlow, read_limited
+from core.request_body import BodyLimits, BodyTooLarge, BodyTooSlow, read_limited
 
 
 class UnsupportedMediaType(CollectorError):
@@ -15,8 +16,19 @@ class UnsupportedMediaType(CollectorError):
     code = "unsupported_media_type"
 
 
-async def read_json_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
-    """The raw body, refused with 413 as soon as it passes ``limit`` bytes."""
+def body_limits(settings: CollectorSettings) -> BodyLimits:
+    """How big a batch's body may be and how slowly it may arrive, for ``settings``."""
+    return BodyLimits(
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        min_bytes_per_s=settings.body_min_bytes_per_s,
+        grace_s=settings.body_grace_s,
+    )
+
+
+async def read_json_body(request: Request, *, limits: BodyLimits) -> bytes:
+    """The raw body, refused with 413 as soon as it passes ``limits.max_bytes`` bytes, and
+    with 408 when it arrives too slowly (usually read already, see ``core.overload``)."""
     content_type = request.headers.get("content-type", "application/json")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType(
@@ -31,7 +43,13 @@ async def read_json_body(request: Request, *, limit: int, timeout_s: float) -> b
     if declared is not None and not declared.isdigit():
         raise InvalidBody("Content-Length must be a number of bytes", field="Content-Length")
     try:
-        return await read_limited(request, limit=limit, timeout_s=timeout_s)
+        return await read_limited(
+            request,
+            limit=limits.max_bytes,
+            timeout_s=limits.timeout_s,
+            min_bytes_per_s=limits.min_bytes_per_s,
+            grace_s=limits.grace_s,
+        )
     except BodyTooLarge as exc:
         raise PayloadTooLarge(str(exc), field="body") from None
     except BodyTooSlow as exc:

@@ -7,8 +7,10 @@ import json
 import math
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from starlette.responses import Response
 
+from collector.schemas import NO_NUL, NUL_REASON
 from core.auth.verify import AuthError
 
 
@@ -51,7 +53,18 @@ def from_validation_error(exc: ValidationError) -> GatewayError:
         return bad_request(f"request body is not valid JSON: {first['msg']}")
     if first["type"] == "missing":
         return bad_request(f"{param} is required", param=param)
-    return bad_request(f"{param}: {first['msg']}", param=param)
+    return bad_request(f"{param}: {_problem(first)}", param=param)
+
+
+def _problem(error: ErrorDetails) -> str:
+    """What is wrong with a field, in words a client can act on."""
+    context = error.get("ctx", {})
+    if error["type"] == "string_pattern_mismatch" and context.get("pattern") == NO_NUL:
+        return NUL_REASON
+    if error["type"] == "string_too_short" and context.get("min_length") == 1:
+        # Fields that logged events carry are stripped first: "   " is as empty as "".
+        return "must not be empty or blank"
+    return error["msg"]
 
 
 def body_too_large(message: str) -> GatewayError:

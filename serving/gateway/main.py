@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Mapping
 from typing import Any
 
 import httpx
@@ -12,18 +12,38 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from psycopg_pool import AsyncConnectionPool
 from starlette.responses import Response
+from starlette.types import Scope as AsgiScope
 
+from core.auth.scopes import Scope
 from core.auth.verify import KeyVerifier
 from core.db.pool import open_service_pool
-from core.overload import InFlightLimit, LoadShedder
+from core.overload import (
+    DEFAULT_READERS,
+    DEFAULT_READERS_PER_KEY,
+    BodyFirst,
+    BodyRefusal,
+    Busy,
+    InFlightLimit,
+    KeyedLimit,
+    LoadShedder,
+    ReadersBusy,
+    header,
+)
 from core.ratelimit import RateLimiter
+from core.request_body import BodyLimits, BodyTooLarge
 from experiments.assignment.service import AssignmentService
 from serving.backend import Backend
-from serving.event_logger import EventLogger
 from serving.gateway import routes
 from serving.gateway.config import GatewaySettings
-from serving.gateway.deps import GatewayState
-from serving.gateway.errors import GatewayError, error_response, overloaded
+from serving.gateway.deps import ANONYMOUS, GatewayState
+from serving.gateway.errors import (
+    GatewayError,
+    body_too_large,
+    body_too_slow,
+    error_response,
+    overloaded,
+)
+from serving.gateway.events import make_event_logger
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.protocol import CompletionRequest, ErrorResponse
 from serving.gateway.serving import CompletionService
@@ -51,18 +71,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        events = EventLogger(
-            settings.collector_url,
-            settings.ingest_key,
-            queue_size=settings.event_queue_size,
-            batch_size=settings.event_batch_size,
-            flush_interval_s=settings.event_flush_interval_s,
-            timeout_s=settings.event_timeout_s,
-            max_retries=settings.event_max_retries,
-            backoff_s=settings.event_backoff_s,
-            on_drop=metrics.events_dropped.inc,
-            transport=event_transport,
-        )
+        events = make_event_logger(settings, metrics, transport=event_transport)
         await events.start()
         pool: AsyncConnectionPool[Any] | None = None
         verifier = None
@@ -114,8 +123,42 @@ def create_app(
         metrics.completions.labels("503").inc()
         return error_response(overloaded(settings.max_in_flight, settings.retry_after_s))
 
+    async def caller_key(scope: AsgiScope) -> Hashable | None:
+        # The key a body is read under; the route checks it again, from the verifier's cache.
+        verifier: KeyVerifier | None = app.state.gateway.verifier
+        if verifier is None:
+            return ANONYMOUS
+        return await verifier.key_id(header(scope, b"authorization"), Scope.SERVE)
+
+    def body_refused(exc: BodyRefusal) -> Response:
+        retry = settings.retry_after_s
+        if isinstance(exc, ReadersBusy) and exc.busy is Busy.KEY:
+            error = GatewayError(
+                429, "rate_limit_error", str(exc), code="rate_limit_exceeded", retry_after_s=retry
+            )
+        elif isinstance(exc, ReadersBusy):
+            error = GatewayError(
+                503, "server_error", str(exc), code="overloaded", retry_after_s=retry
+            )
+        elif isinstance(exc, BodyTooLarge):
+            error = body_too_large(str(exc))
+        else:
+            error = body_too_slow(str(exc))
+        metrics.completions.labels(str(error.status)).inc()
+        return error_response(error)
+
     app.add_middleware(
-        LoadShedder, limit=in_flight, paths=frozenset({"/v1/completions"}), refuse=refuse
+        LoadShedder,
+        limit=in_flight,
+        paths=frozenset({"/v1/completions"}),
+        refuse=refuse,
+        # The body is read before a slot is taken, so a client trickling it holds no slot.
+        body=BodyFirst(
+            identify=caller_key,
+            readers=KeyedLimit(DEFAULT_READERS, DEFAULT_READERS_PER_KEY),
+            limits=BodyLimits(settings.max_body_bytes, settings.body_timeout_s),
+            refuse=body_refused,
+        ),
     )
 
     @app.exception_handler(Exception)

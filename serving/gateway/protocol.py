@@ -2,6 +2,11 @@
 
 Unknown fields are accepted (OpenAI clients send fields we do not use) and their names logged
 by the route; a wrong type or value in a known field is a 400 naming the field.
+
+The fields the gateway copies into the events it logs (``user``, ``session_id``, ``ide``,
+``language``, ``plugin_version``) have the collector's own types (``collector.schemas``): a value
+the collector would reject is a 400 before anything is served, never a completion whose events
+are lost.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from collector.schemas import Id, Label, ShortText
 from experiments.variants import VariantOverrides
 
 Text = Annotated[str, StringConstraints(max_length=1_000_000)]
-Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+# The org only picks experiments (targeting); it is in no event, so it keeps the gateway's rule.
+Org = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
 # File extension -> language name, as IDE plugins name them (VS Code language identifiers).
@@ -70,7 +76,7 @@ class CompletionRequest(BaseModel):
     prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)]
     # Code after the cursor.
     suffix: Text | None = None
-    # The developer: the unit experiments assign by.
+    # The developer: the unit experiments assign by (the events' user_id).
     user: Id
     max_tokens: Annotated[int, Field(ge=1, le=4096)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -93,8 +99,8 @@ class CompletionRequest(BaseModel):
     trigger: Literal["auto", "manual"] = "auto"
     session_id: Id | None = None
     ide: Label = "unknown"
-    org: Label = "unknown"
-    plugin_version: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    org: Org = "unknown"
+    plugin_version: ShortText | None = None
     # Serve this variant (changes laid over the default variant) instead of the user's arms:
     # offline evaluation. Only keys with the "evaluate" or "admin" scope may send it; nothing is
     # assigned, no exposure is written and no completion_served event is logged.

@@ -166,5 +166,5 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics, including events dropped on the way to the collector."""
+    """Prometheus metrics: latencies, statuses, and the events' fates and spool."""
     return Response(_state(request).metrics.exposition(), media_type="text/plain; version=0.0.4")

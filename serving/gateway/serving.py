@@ -16,6 +16,8 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from collector.config import CollectorSettings
+from collector.parsing import accepted_window
 from experiments.assignment.service import AssignmentRequest, AssignmentService
 from experiments.variants import Variant
 from serving import fim
@@ -48,6 +50,13 @@ log = logging.getLogger(__name__)
 # The model name that means "whatever my arm serves"; any served model name is accepted too.
 DEFAULT_MODEL_ALIAS = "codelift"
 GATEWAY_PLUGIN_VERSION = "codelift-gateway"
+# A trusted client_ts must fall in the window the collector accepts: max_event_age_days (a
+# setting both share) back, and the collector's default clock skew ahead.
+COLLECTOR_MAX_SKEW = dt.timedelta(
+    seconds=CollectorSettings.model_fields["max_clock_skew_s"].get_default()
+)
+# The collector's limit on an event's error text (LongText).
+MAX_ERROR_CHARS = 4000
 
 
 class CompletionService:
@@ -134,6 +143,16 @@ class CompletionService:
         if request.model != DEFAULT_MODEL_ALIAS and request.model not in self.models():
             return unknown_model(request.model)
         event_time = request.client_ts if self.settings.trust_client_time else None
+        if event_time is not None and self.events.enabled and request.variant is None:
+            # Checked before serving: the completion's events would be rejected, not stored.
+            window = accepted_window(
+                dt.datetime.now(dt.UTC),
+                max_age=dt.timedelta(days=self.settings.max_event_age_days),
+                max_skew=COLLECTOR_MAX_SKEW,
+            )
+            problem = window.problem(event_time)
+            if problem is not None:
+                return bad_request(f"client_ts {problem}", param="client_ts")
         if request.variant is not None:
             # Chosen by an evaluating key (checked by the route): no assignment, no exposure.
             variant, arms = self.default_variant.with_overrides(request.variant), {}
@@ -453,9 +472,18 @@ class CompletionService:
                 "completion_chars": len(text),
                 "completion_lines": line_count(text),
                 "finish_reason": finish_reason,
-                "error": error[:4000] if error else None,
+                "error": _event_text(error, MAX_ERROR_CHARS),
             }
         )
+
+
+def _event_text(text: str | None, limit: int) -> str | None:
+    """``text`` as the collector takes it in an event: no NUL, valid UTF-8, at most ``limit``."""
+    if not text:
+        return None
+    # A backend's error can echo the prompt, which may hold anything.
+    cleaned = text[:limit].replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return cleaned or None
 
 
 async def _close(chunks: AsyncIterator[GenerationChunk]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from collector.api.body import read_json_body
+from collector.api.body import body_limits, read_json_body
 from collector.api.deps import IngestPrincipal, IngestServiceDep, MetricsDep, SettingsDep
 from collector.schemas import ErrorResponse, EventBatch, IngestResult
 
@@ -68,9 +68,7 @@ async def ingest_events(
     Idempotent on each event's ``event_id``: a retried batch is stored once, and the answer
     counts the repeats as ``duplicates``. The answer is 422 only when every event was rejected.
     """
-    body = await read_json_body(
-        request, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s
-    )
+    body = await read_json_body(request, limits=body_limits(settings))
     result = await ingest.ingest(body)
     status = (
         422
