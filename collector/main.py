@@ -79,6 +79,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             miss_burst=settings.auth_miss_burst,
             # A quarter of the pool at most checks unknown keys: the rest stays for batches.
             max_concurrent_misses=max(1, settings.db_pool_max // 4),
+            on_count=lambda outcome: metrics.key_lookups.labels(outcome).inc(),
         )
         app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         app.state.ingest = IngestService(

@@ -35,6 +35,13 @@ class CollectorMetrics:
             ["error"],
             registry=self.registry,
         )
+        self.key_lookups = Counter(
+            "codelift_collector_key_lookups",
+            "API keys looked up in the database (query), or refused unasked because too many "
+            "unknown keys were being checked (throttled).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "codelift_collector_request_seconds",
             "Time to answer a request, by route.",

@@ -281,6 +281,13 @@ def test_unknown_keys_cost_no_query_per_request_and_evict_no_good_key(
         # The good key is still cached: served without a query.
         assert post(url, ingest_key).status_code == 200
         assert verifier.queries - before == queries
+        # Both are on /metrics, for an operator to see a flood.
+        exposition = httpx.get(f"{url}/metrics").text
+        assert f'codelift_collector_key_lookups_total{{outcome="query"}} {verifier.queries}.0' in (
+            exposition
+        )
+        throttled = f'codelift_collector_key_lookups_total{{outcome="throttled"}} '
+        assert (throttled + f"{verifier.throttled}.0" in exposition) or verifier.throttled == 0
 
 
 def test_the_gateway_reads_bodies_before_slots_and_bounds_heads(

@@ -80,6 +80,7 @@ class KeyVerifier:
         miss_burst: int = 100,
         max_concurrent_misses: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        on_count: Callable[[str], None] | None = None,
     ) -> None:
         if min(max_entries, max_misses, miss_burst, max_concurrent_misses) < 1:
             raise ValueError("cache sizes, miss_burst and max_concurrent_misses must be >= 1")
@@ -102,9 +103,11 @@ class KeyVerifier:
         self._miss_tokens = self._miss_burst
         self._miss_counted_at = clock()
         self._misses_in_flight = 0
-        # Counters, for metrics and tests: queries made, and misses refused unasked.
+        # Counters, for metrics and tests: queries made, and misses refused unasked;
+        # ``on_count("query" | "throttled")`` reports each to the service's metrics.
         self.queries = 0
         self.throttled = 0
+        self._on_count = on_count or (lambda _outcome: None)
 
     async def authenticate(self, authorization: str | None, scope: Scope) -> Principal:
         """The principal behind an Authorization header, if it holds ``scope``."""
@@ -156,6 +159,7 @@ class KeyVerifier:
         self._miss_counted_at = now
         if self._misses_in_flight >= self._max_concurrent_misses or self._miss_tokens < 1.0:
             self.throttled += 1
+            self._on_count("throttled")
             raise KeyLookupThrottled("too many unknown API keys are being checked; retry later")
         self._miss_tokens -= 1.0
         self._misses_in_flight += 1
@@ -169,6 +173,7 @@ class KeyVerifier:
 
     async def _query(self, key_hash: str, *, now: float) -> Principal | None:
         self.queries += 1
+        self._on_count("query")
         async with self._pool.connection() as conn:
             cur = await conn.execute(_LOOKUP, (key_hash,))
             row = await cur.fetchone()
