@@ -3,8 +3,11 @@
 For loads generated in bulk (the fleet simulator, seeded demo data, benchmarks), where per-event
 validation would cost more than the load. Rows are written as PostgreSQL's binary COPY format
 directly from structured arrays (no per-row Python), into a staging table like the target, and
-then ``INSERT … SELECT … ON CONFLICT DO NOTHING``, as the collector's store does: a row whose
-event id is already there is not stored again, so loading the same rows twice adds nothing.
+then ``INSERT … SELECT … ON CONFLICT DO NOTHING`` on the table's own key: loading the same rows
+twice adds nothing. Unlike the collector's store, it does not claim the ids in ``event_ids``
+(millions of generated rows, never retried by a client, would only fill that table): a
+generated row is de-duplicated against its own table only, and the store's fallback statement
+skips such a row should a client ever send its id.
 """
 
 from __future__ import annotations
