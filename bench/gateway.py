@@ -108,6 +108,8 @@ def serve(port: int, backend: str, delay_ms: float, checkpoint: str | None) -> N
         )
 
     settings = GatewaySettings(
+        # Auth off, to time the gateway's own work: only development allows that.
+        environment="development",
         require_auth=False,
         experiments=False,
         default_variant=variant,

@@ -9,8 +9,10 @@ enums and defaults): each command imports the features it drives when it runs, s
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-from typing import Annotated
+import os
+from typing import Annotated, Any
 
 import typer
 
@@ -39,7 +41,17 @@ app.command("plan")(plan_command)
 app.command("backtest")(backtest_command)
 app.command("dashboard")(dashboard_command)
 app.command("simulate")(simulate_command)
-app.command("demo")(demo_command)
+
+
+@functools.wraps(demo_command)
+def _demo(*args: Any, **kwargs: Any) -> None:
+    # The demo is a trial on the user's own machine: development unless they said otherwise
+    # (every service defaults to production). Its services, children of this process, inherit it.
+    os.environ.setdefault("CODELIFT_ENVIRONMENT", "development")
+    demo_command(*args, **kwargs)
+
+
+app.command("demo")(_demo)
 
 
 def _setup_logging(level: str = "info") -> None:
@@ -133,6 +145,8 @@ def collector(
     from codelift.services import SchemaOutOfDate, prepared_database
     from collector.config import get_settings
     from collector.server import serve
+    from core.cli_support import FAILURE_EXIT
+    from core.supervise import ChildFailed
 
     settings = get_settings()
     overrides = {
@@ -145,6 +159,8 @@ def collector(
             serve(settings.model_copy(update={"database_url": url}))
     except SchemaOutOfDate as exc:
         raise CommandError(exc) from None
+    except ChildFailed as exc:
+        raise CommandError(exc, code=FAILURE_EXIT) from None
 
 
 @app.command("gateway")
@@ -154,6 +170,7 @@ def gateway(
 ) -> None:
     """Serve the OpenAI-compatible completion gateway until interrupted."""
     from codelift.services import SchemaOutOfDate, gateway_app
+    from core.supervise import Supervisor
     from serving.gateway.config import get_settings
     from serving.gateway.server import serve
 
@@ -162,7 +179,9 @@ def gateway(
     settings = settings.model_copy(update=overrides)
     _setup_logging(settings.log_level)
     try:
-        with gateway_app(settings) as app:
+        # uvicorn re-raises the stop signal once it has drained; the supervisor turns it into a
+        # return, so the gateway's own shutdown (its event queue, the embedded database) runs.
+        with gateway_app(settings) as app, Supervisor("gateway"):
             serve(app, settings.host, settings.port, log_level=settings.log_level)
     except SchemaOutOfDate as exc:
         raise CommandError(exc) from None

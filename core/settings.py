@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -23,30 +23,92 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 
 Environment = Literal["development", "test", "production"]
+# Unset means production: a service refuses well-known secrets unless the machine says, with
+# CODELIFT_ENVIRONMENT=development, that it is somebody's own (the demo, `make run`).
+DEFAULT_ENVIRONMENT: Environment = "production"
+DEVELOPMENT_HINT = (
+    "or set CODELIFT_ENVIRONMENT=development on a machine that is only for development "
+    "(an unset CODELIFT_ENVIRONMENT means production)"
+)
 
 # The prefix of the settings every deployable shares.
 SHARED_ENV_PREFIX = "CODELIFT_"
 
-# Secrets that ship in images, tutorials and examples: a deployment still using one has not
-# set its own. Compared case-insensitively.
+# Secrets that ship in images, tutorials and examples, and the first guesses of any attacker: a
+# deployment still using one has not set its own. Spelled as ``_normalized`` leaves them.
 DEFAULT_SECRETS = frozenset(
-    {"postgres", "password", "changeme", "change-me", "secret", "admin", "codelift", "example"}
+    """
+    postgres postgresql password passw0rd pssw0rd pass passwd changeme changeit secret admin
+    administrator root toor viewer user guest test demo default example codelift letmein qwerty
+    welcome 123456 12345678 123456789 1234567890
+    """.split()
 )
+# What the project asks of a password it checks itself (the dashboard's), outside development:
+# with the login throttle, a dozen characters that are not a known default nor a few repeated
+# are out of reach of online guessing.
+MIN_PASSWORD_CHARS = 12
+MIN_DISTINCT_CHARS = 5
+
+
+def _normalized(value: str) -> str:
+    """``value`` without case and separators: "Change_Me" and "change-me" are "changeme"."""
+    return "".join(char for char in value.casefold() if char.isalnum())
+
+
+def is_default_secret(value: str) -> bool:
+    """Whether ``value`` is blank or a well-known default, whatever its case, its separators
+    and any digits appended ("Postgres", "change-me", "admin123")."""
+    normalized = _normalized(value)
+    if not normalized:
+        return True
+    return bool({normalized, normalized.rstrip("0123456789")} & DEFAULT_SECRETS)
+
+
+def weak_password_reason(value: str | None) -> str | None:
+    """Why ``value`` is too weak for a password the project checks itself, or None."""
+    if value is None or not value.strip():
+        return "is not set"
+    if is_default_secret(value):
+        return "is a well-known default"
+    if len(value) < MIN_PASSWORD_CHARS:
+        return f"is shorter than {MIN_PASSWORD_CHARS} characters"
+    if len(set(value)) < MIN_DISTINCT_CHARS:
+        return f"has fewer than {MIN_DISTINCT_CHARS} different characters"
+    return None
 
 
 def refuse_default_secrets(environment: str, secrets: Mapping[str, str | None]) -> None:
     """Outside development, raise ValueError naming the first secret left at a known default.
 
     ``secrets`` maps each setting's name to its value; unset (None) values are not checked.
+    The message names the setting, never the value.
     """
     if environment == "development":
         return
     for name, value in secrets.items():
-        if value is not None and (not value.strip() or value.strip().lower() in DEFAULT_SECRETS):
+        if value is not None and is_default_secret(value):
             raise ValueError(
-                f"{name}: a well-known default secret is not allowed in the {environment} "
-                "environment; set a secret of your own"
+                f"{name}: a blank or well-known default secret is not allowed in the "
+                f"{environment} environment; set a secret of your own, {DEVELOPMENT_HINT}"
             )
+
+
+def database_passwords(url: str | None, libpq_password: str | None) -> dict[str, str | None]:
+    """Every password the database connection may send, by the setting it comes from."""
+    passwords: dict[str, str | None] = {"PGPASSWORD (in the environment)": libpq_password}
+    if not url:
+        return passwords
+    parsed = make_url(url)
+    passwords["database_url (the password of CODELIFT_DATABASE_URL or DATABASE_URL)"] = (
+        str(parsed.password) if parsed.password is not None else None
+    )
+    for key, values in parsed.query.items():
+        if key.casefold() != "password":
+            continue
+        # libpq reads ?password=... as it reads user:password@; a repeated one is a tuple.
+        for i, value in enumerate((values,) if isinstance(values, str) else values):
+            passwords[f"database_url (its ?password= parameter{f' #{i + 1}' if i else ''})"] = value
+    return passwords
 
 
 class DatabaseSettings(BaseSettings):
@@ -64,13 +126,17 @@ class DatabaseSettings(BaseSettings):
     legacy_env_prefix: ClassVar[str | None] = None
 
     environment: Environment = Field(
-        default="development", validation_alias=AliasChoices("CODELIFT_ENVIRONMENT")
+        default=DEFAULT_ENVIRONMENT, validation_alias=AliasChoices("CODELIFT_ENVIRONMENT")
     )
     # Both spellings are read: CODELIFT_DATABASE_URL wins, plain DATABASE_URL is what most
     # platforms inject. Unset means "start the embedded PostgreSQL in data_dir".
     database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CODELIFT_DATABASE_URL", "DATABASE_URL"),
+    )
+    # libpq sends PGPASSWORD when the URL has none; read only to refuse a default one.
+    libpq_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PGPASSWORD"), exclude=True
     )
     data_dir: Path = Field(
         default_factory=lambda: Path.cwd() / ".codelift",
@@ -134,10 +200,20 @@ class DatabaseSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_default_database_password(self) -> DatabaseSettings:
-        password = make_url(self.database_url).password if self.database_url else None
-        refuse_default_secrets(
-            self.environment, {"database_url": str(password) if password is not None else None}
-        )
+        # No form of the password may be a default one; none at all is fine (trust, peer or
+        # certificate authentication, the embedded database).
+        if self.environment == "development":
+            return self
+        libpq = self.libpq_password.get_secret_value() if self.libpq_password else None
+        refuse_default_secrets(self.environment, database_passwords(self.database_url, libpq))
+        url = make_url(self.database_url) if self.database_url else None
+        if url is not None and url.password is not None and url.username is not None:
+            if _normalized(str(url.password)) == _normalized(url.username):
+                raise ValueError(
+                    "database_url: the password of CODELIFT_DATABASE_URL (or DATABASE_URL) is "
+                    f"its user name, which is not allowed in the {self.environment} "
+                    f"environment; set a password of your own, {DEVELOPMENT_HINT}"
+                )
         return self
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import streamlit as st
+from pydantic import ValidationError
 
 from dashboard.auth import current_identity, log_out
 from dashboard.context import PageContext
@@ -62,8 +63,19 @@ def _bind(render: PageRenderer, context: PageContext) -> PageCallable:
 
 def main() -> None:
     """The entry point of ``streamlit run``: settings from the environment."""
-    settings = get_dashboard_settings()
+    try:
+        settings = get_dashboard_settings()
+    except ValidationError as exc:
+        # Fail closed, and say why: no login form is offered on a weak or missing password.
+        st.set_page_config(page_title="CodeLift", layout="wide")
+        st.error("The dashboard's settings are refused:\n\n" + settings_errors(exc))
+        return
     if not settings.database_url:
         st.error("CODELIFT_DATABASE_URL is not set; start the dashboard with `codelift dashboard`.")
         return
     run(settings, database_url=settings.database_url)
+
+
+def settings_errors(exc: ValidationError) -> str:
+    """The messages of a refused settings object, one bullet each (never the values)."""
+    return "\n".join(f"- {error['msg'].removeprefix('Value error, ')}" for error in exc.errors())

@@ -6,11 +6,14 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from core.settings import DatabaseSettings
+from core.settings import (
+    DEVELOPMENT_HINT,
+    MIN_PASSWORD_CHARS,
+    DatabaseSettings,
+    weak_password_reason,
+)
 
-# Refused outside development: a password anyone could guess is no password.
-WEAK_PASSWORDS = frozenset({"", "admin", "viewer", "password", "changeme", "codelift", "secret"})
-MIN_PASSWORD_CHARS = 12
+ROLES = ("viewer", "admin")
 # What development uses when no password is set (a banner says so).
 DEVELOPMENT_PASSWORDS = {"viewer": "viewer", "admin": "admin"}
 
@@ -37,17 +40,28 @@ class DashboardSettings(DatabaseSettings):
 
     @model_validator(mode="after")
     def _no_guessable_secret(self) -> DashboardSettings:
-        if self.environment == "development" or self.oidc_provider:
+        # With OIDC the passwords are never asked for, so they cannot be guessed.
+        if self.oidc_provider:
             return self
-        for role in ("viewer", "admin"):
-            secret = getattr(self, f"{role}_password")
-            value = secret.get_secret_value() if secret is not None else ""
-            if value.lower() in WEAK_PASSWORDS or len(value) < MIN_PASSWORD_CHARS:
-                raise ValueError(
-                    f"{role}_password: set CODELIFT_DASHBOARD_{role.upper()}_PASSWORD "
-                    f"to a secret of at least {MIN_PASSWORD_CHARS} characters (or configure "
-                    f"OIDC) outside development; environment is {self.environment!r}"
-                )
+        if self.environment != "development":
+            for role in ROLES:
+                secret = getattr(self, f"{role}_password")
+                reason = weak_password_reason(secret.get_secret_value() if secret else None)
+                if reason is not None:
+                    raise ValueError(
+                        f"{role}_password: CODELIFT_DASHBOARD_{role.upper()}_PASSWORD {reason}; "
+                        f"set it to a secret of your own of at least {MIN_PASSWORD_CHARS} "
+                        "characters, or log in with OIDC (CODELIFT_DASHBOARD_OIDC_PROVIDER), "
+                        f"{DEVELOPMENT_HINT}; the environment is {self.environment!r}"
+                    )
+        # In every environment: the password decides the role, so one password for both (in
+        # any case) would make every viewer an admin.
+        if self.password("viewer").casefold() == self.password("admin").casefold():
+            raise ValueError(
+                "viewer_password, admin_password: CODELIFT_DASHBOARD_VIEWER_PASSWORD and "
+                "CODELIFT_DASHBOARD_ADMIN_PASSWORD are the same, so every viewer could act as "
+                "an admin; give the two roles different passwords"
+            )
         return self
 
     def password(self, role: str) -> str:

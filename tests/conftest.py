@@ -31,10 +31,33 @@ from tests.database import (
 from tests.experiment_factories import CommittedRegistry
 from tests.servers import HTTP_TIMEOUT_S, collector_settings, run_collector
 
+# The environment every test runs in, and every service it starts inherits: named, because an
+# unset one is production. Like production it refuses default secrets; tests that need
+# development (or production) say so themselves.
+TEST_ENVIRONMENT = "test"
+
 # The dashboard tests' demo data: small enough to seed in ~2 s, big enough for
 # the gate to roll the harmful experiment back.
 DASHBOARD_SEED_EVENTS = 40_000
 DASHBOARD_SEED_USERS = 1_000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def codelift_environment() -> Iterator[None]:
+    """CODELIFT_ENVIRONMENT=test for the whole session, whatever the shell running it set."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CODELIFT_ENVIRONMENT", TEST_ENVIRONMENT)
+        yield
+
+
+@pytest.fixture
+def login_throttle() -> Iterator[None]:
+    """The dashboard's process-wide login throttle, empty before and after the test."""
+    from dashboard.login_throttle import LOGIN_THROTTLE
+
+    LOGIN_THROTTLE.reset()
+    yield
+    LOGIN_THROTTLE.reset()
 
 
 @pytest.fixture(scope="session")

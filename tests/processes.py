@@ -140,7 +140,8 @@ class ServiceProcess:
         self.port = port
         self._port_args = ["--port", str(port)] if port_option else []
         self.url = f"http://127.0.0.1:{port}"
-        self._env = {**os.environ, **env}
+        # Named, like every test's (an unset one is production); ``env`` may name another.
+        self._env = {**os.environ, "CODELIFT_ENVIRONMENT": "test", **env}
         self._log = log
         self.process: subprocess.Popen[bytes] | None = None
 

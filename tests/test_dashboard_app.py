@@ -42,6 +42,8 @@ from feedback.models import CorrectionRow, TaggingRow
 
 TIMEOUT_S = 60
 VIEWER, ADMIN = "viewer-password-1", "admin-password-12"
+# Every login here shares the process-wide throttle: each test starts with no failure counted.
+pytestmark = pytest.mark.usefixtures("login_throttle")
 
 
 def open_page(url: str, page: str, password: str = VIEWER, name: str = "tester") -> AppTest:

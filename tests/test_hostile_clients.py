@@ -286,7 +286,7 @@ def test_unknown_keys_cost_no_query_per_request_and_evict_no_good_key(
         assert f'codelift_collector_key_lookups_total{{outcome="query"}} {verifier.queries}.0' in (
             exposition
         )
-        throttled = f'codelift_collector_key_lookups_total{{outcome="throttled"}} '
+        throttled = 'codelift_collector_key_lookups_total{outcome="throttled"} '
         assert (throttled + f"{verifier.throttled}.0" in exposition) or verifier.throttled == 0
 
 

@@ -40,10 +40,14 @@ EVERY_SETTINGS_CLASS = pytest.mark.parametrize(
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No CODELIFT_ setting (or DATABASE_URL) of the machine running the tests leaks in."""
+    """No CODELIFT_ setting (or DATABASE_URL, PGPASSWORD) of the machine running the tests
+    leaks in; these tests are about names, so they run in development, where no secret is
+    asked for, unless they say otherwise."""
     for name in list(os.environ):
-        if name.upper().startswith("CODELIFT_") or name.upper() == "DATABASE_URL":
+        upper = name.upper()
+        if upper.startswith("CODELIFT_") or upper in ("DATABASE_URL", "PGPASSWORD"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("CODELIFT_ENVIRONMENT", "development")
 
 
 def other_value(value: object) -> str:
@@ -181,6 +185,39 @@ def test_shared_settings_have_no_service_name(
     monkeypatch.setenv(f"CODELIFT_{service}_RETENTION_DAYS", "30")
     settings = cls()
     assert (settings.environment, settings.retention_days) == ("development", 90)
+    # Nor does a service's name for it make development: only CODELIFT_ENVIRONMENT does.
+    monkeypatch.delenv("CODELIFT_ENVIRONMENT")
+    monkeypatch.setenv(f"CODELIFT_{service}_ENVIRONMENT", "development")
+    monkeypatch.setenv("CODELIFT_DASHBOARD_VIEWER_PASSWORD", "a-long-viewer-password")
+    monkeypatch.setenv("CODELIFT_DASHBOARD_ADMIN_PASSWORD", "a-long-admin-password")
+    assert cls().environment == "production"
+
+
+@EVERY_SETTINGS_CLASS
+def test_an_unset_environment_is_production(
+    monkeypatch: pytest.MonkeyPatch, cls: type[DatabaseSettings]
+) -> None:
+    monkeypatch.delenv("CODELIFT_ENVIRONMENT")
+    monkeypatch.setenv("CODELIFT_DASHBOARD_VIEWER_PASSWORD", "a-long-viewer-password")
+    monkeypatch.setenv("CODELIFT_DASHBOARD_ADMIN_PASSWORD", "a-long-admin-password")
+    assert cls().environment == "production"
+    assert cls(environment="development").environment == "development"
+
+
+@EVERY_SETTINGS_CLASS
+def test_pgpassword_is_read_by_libpqs_name_only(
+    monkeypatch: pytest.MonkeyPatch, cls: type[DatabaseSettings]
+) -> None:
+    monkeypatch.setenv("PGPASSWORD", "a-password-of-its-own")
+    settings = cls()
+    assert settings.libpq_password is not None
+    assert settings.libpq_password.get_secret_value() == "a-password-of-its-own"
+    # Never written out with the settings, nor shown.
+    assert "libpq_password" not in settings.model_dump()
+    assert "a-password-of-its-own" not in repr(settings)
+    monkeypatch.delenv("PGPASSWORD")
+    monkeypatch.setenv("CODELIFT_LIBPQ_PASSWORD", "not-its-name")
+    assert cls().libpq_password is None
 
 
 def test_the_dashboard_fields_lost_their_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,8 +231,9 @@ def test_the_dashboard_fields_lost_their_prefix(monkeypatch: pytest.MonkeyPatch)
     assert settings.password("admin") == "a-long-admin-password"
     assert (settings.oidc_provider, settings.admin_emails) == ("google", ("a@example.com",))
     # Given in Python, by the field names.
-    given = DashboardSettings(viewer_password=SecretStr("x" * 12), admin_password="y" * 12)
-    assert given.password("viewer") == "x" * 12 and given.password("admin") == "y" * 12
+    viewer, admin = "viewer-given-in-python", "admin-given-in-python"
+    given = DashboardSettings(viewer_password=SecretStr(viewer), admin_password=admin)
+    assert given.password("viewer") == viewer and given.password("admin") == admin
 
 
 def test_collector_and_gateway_run_side_by_side_from_one_environment(
