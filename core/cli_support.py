@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic_core import ValidationError
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
@@ -62,6 +63,23 @@ class CommandGroup(TyperGroup):
         except CommandError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=exc.code) from None
+        except ValidationError as exc:
+            # Settings refused (a default secret outside development, a bad value): the
+            # reasons name the settings, and are all the user needs; the stack is not theirs.
+            if not exc.title.endswith("Settings"):
+                raise
+            typer.echo(f"error: {settings_problem(exc)}", err=True)
+            raise typer.Exit(code=USAGE_EXIT) from None
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """One line saying which settings were refused and why (never their values)."""
+    reasons = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        reasons.append(f"{where}: {message}" if where else message)
+    return f"{exc.title} refused: " + "; ".join(reasons)
 
 
 def command_app(help: str) -> typer.Typer:

@@ -140,3 +140,23 @@ def test_help_loads_no_heavy_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "", f"--help imports {done.stdout.strip()}"
+
+
+def test_refused_settings_are_one_line_naming_the_setting_and_exit_2() -> None:
+    # Production (the default) refuses a well-known database password: the user reads which
+    # setting and what to do, not a pydantic traceback, and never the password itself.
+    result = subprocess.run(
+        [str(CODELIFT), "db", "upgrade"],
+        env={
+            **os.environ,
+            "CODELIFT_ENVIRONMENT": "production",
+            "CODELIFT_DATABASE_URL": "postgresql://app:Postgres1@127.0.0.1:1/x",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: DatabaseSettings refused: database_url")
+    assert "Traceback" not in result.stderr and "Postgres1" not in result.stderr
