@@ -31,6 +31,8 @@ from collector.schemas import EVENT_TYPES
 from core.auth.keys import create_api_key
 from core.auth.scopes import Scope
 from core.db.connection import libpq_conninfo, make_engine
+from core.supervise import describe_exit
+from dashboard.launch import DashboardFailed, DashboardProcess
 from dashboard.settings import DashboardSettings
 from experiments.analysis.analyze import analyze_experiment, gate_analyzer
 from experiments.analysis.gate_runner import gate_history, run_gate, stage_started_at
@@ -54,6 +56,8 @@ ACTOR = "demo"
 REGISTRY_PROPAGATION_S = 1.5
 # The gateway's event logger flushes every 0.1 s and exposures every 0.5 s.
 EVENT_SETTLE_S = 1.5
+# How often the serving phase looks whether the dashboard still runs.
+DASHBOARD_POLL_S = 0.5
 DEFAULT_VARIANT = Variant(model="codelift-fim-small", decoding=Decoding(max_tokens=32))
 
 
@@ -287,15 +291,29 @@ def print_results(url: str, scenario: Scenario, out: TextIO) -> None:
 
 
 @contextlib.contextmanager
-def _serving_dashboard(url: str, port: int, out: TextIO) -> Iterator[None]:
+def _serving_dashboard(url: str, port: int, out: TextIO) -> Iterator[DashboardProcess]:
     dashboard = demo_steps.start_dashboard(url, port=port)
     out.write(f"\nDashboard: {dashboard.url}\n")
     if DashboardSettings().uses_development_passwords:
         out.write("  log in as admin / admin (development passwords; see README, Dashboard)\n")
     try:
-        yield
+        yield dashboard
     finally:
         demo_steps.stop_dashboard(dashboard)
+
+
+def serve_until_interrupted(dashboard: DashboardProcess, out: TextIO) -> None:
+    """Serve until Ctrl-C or SIGTERM; raise :class:`DashboardFailed` if the dashboard exits."""
+    out.write("serving until Ctrl-C\n")
+    out.flush()
+    # The demo's command turns SIGTERM into KeyboardInterrupt: being asked to stop ends it well.
+    with contextlib.suppress(KeyboardInterrupt):
+        while (code := dashboard.process.poll()) is None:
+            time.sleep(DASHBOARD_POLL_S)
+        raise DashboardFailed(
+            f"the dashboard (pid {dashboard.process.pid}) exited with {describe_exit(code)} "
+            "while serving"
+        )
 
 
 def run_demo(url: str, options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
@@ -347,11 +365,7 @@ def run_demo(url: str, options: DemoOptions, out: TextIO = sys.stdout) -> DemoRe
                 f"{result.events_acknowledged:,}, stored {result.events_stored:,}, lost {lost}; "
                 f"{result.completions:,} completions; {result.wall_s:.0f} s\n"
             )
-        with _serving_dashboard(url, options.dashboard_port, out):
+        with _serving_dashboard(url, options.dashboard_port, out) as dashboard:
             if options.serve:
-                out.write("serving until Ctrl-C\n")
-                out.flush()
-                with contextlib.suppress(KeyboardInterrupt):
-                    while True:
-                        time.sleep(3600)
+                serve_until_interrupted(dashboard, out)
     return result

@@ -1,9 +1,10 @@
 """Process supervision with real processes: stop signals reach every child and free the port,
-a killed collector worker is restarted, a crash loop ends the launcher with exit status 1, and a
-dashboard on a taken port fails without claiming to serve.
+a killed collector worker is restarted, a crash loop ends the launcher with exit status 1, a
+dashboard on a taken port fails without claiming to serve, and the demo's services stop with it
+or, dying, fail it.
 
 Processes are found through /proc (Linux), so no test depends on psutil. Every wait has a
-deadline; the file runs in about 20 s.
+deadline; the file runs in about 50 s (the demo's stack takes 10 to 20 s to start, twice).
 """
 
 from __future__ import annotations
