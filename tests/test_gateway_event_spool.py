@@ -336,6 +336,13 @@ def test_events_the_collector_rejects_are_counted_and_logged(
                 },
             )
             assert response.status_code == 400 and response.json()["error"]["param"] == "client_ts"
+            # A number is no timestamp (the collector would take it for nothing either).
+            for stamp in (int(now.timestamp()), str(int(now.timestamp()))):
+                response = client.post(
+                    "/v1/completions", json={"prompt": "x", "user": "u", "client_ts": stamp}
+                )
+                assert response.status_code == 400, response.text
+                assert response.json()["error"]["param"] == "client_ts"
             assert len(backend.requests) == calls
     assert "collector rejected 1 of" in caplog.text and "client_ts" in caplog.text
     assert stored_once(pg, [old, fresh]) == Counter({fresh: 1})

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from collector.schemas import Id, Label, ShortText
+from collector.schemas import Id, Label, ShortText, Timestamp
 from experiments.variants import VariantOverrides
 
 Text = Annotated[str, StringConstraints(max_length=1_000_000)]
@@ -106,7 +106,7 @@ class CompletionRequest(BaseModel):
     # assigned, no exposure is written and no completion_served event is logged.
     variant: VariantOverrides | None = None
     # When the IDE asked, by its clock; used for event times only with ``trust_client_time``.
-    client_ts: AwareDatetime | None = None
+    client_ts: Timestamp | None = None
 
     @property
     def prompt_text(self) -> str:
