@@ -84,8 +84,8 @@ class EventTable:
     # The INSERT … SELECT of this type's staging rows whose ids the batch's statement claimed
     # (without its ON CONFLICT or RETURNING clause: the two write statements differ there).
     insert: sql.Composable
-    # The stored rows of given client_ts and event_id values, in ``columns`` order after the id:
-    # an index scan on the key by two arrays (their cross product; the caller keeps its pairs).
+    # The stored rows of given (client_ts, event_id) keys, in ``columns`` order after the id:
+    # one index probe per key (LATERAL; two ANY arrays would probe their cross product).
     select_stored: bytes
     own_values: Callable[[EventBase], tuple[Any, ...]]
     # NULLs for the other types' staging columns, before and after this type's own.
@@ -176,8 +176,10 @@ def build_staging_layout() -> StagingLayout:
             ),
             select_stored=_render(
                 sql.SQL(
-                    "SELECT event_id, {target} FROM {table} "
-                    "WHERE client_ts = ANY(%s) AND event_id = ANY(%s)"
+                    "SELECT event_id, {target} FROM "
+                    "unnest(%s::timestamptz[], %s::uuid[]) AS key (ts, id) "
+                    "CROSS JOIN LATERAL (SELECT * FROM {table} "
+                    "WHERE client_ts = key.ts AND event_id = key.id) AS stored"
                 ).format(
                     table=sql.Identifier(table.name),
                     target=sql.SQL(", ").join(map(sql.Identifier, target)),
@@ -385,6 +387,9 @@ class EventStore:
     async def _stored_versions(
         self, conn: psycopg.AsyncConnection[Any], ids: list[uuid.UUID]
     ) -> dict[uuid.UUID, tuple[str, dict[str, Any]] | None]:
+        # Key lookups want the nested loop the connection turns off for the write statement
+        # (a hash join here would scan every partition); only until this transaction ends.
+        await conn.execute("SET LOCAL enable_nestloop = on")
         cur = await conn.execute(_SELECT_CLAIMS, (ids,))
         claims: dict[str, list[tuple[dt.datetime, uuid.UUID]]] = {}
         versions: dict[uuid.UUID, tuple[str, dict[str, Any]] | None] = dict.fromkeys(ids)
@@ -395,12 +400,9 @@ class EventStore:
             if table is None:
                 continue
             times, key_ids = zip(*keys, strict=True)
-            wanted = set(keys)
-            ts_at = table.columns.index("client_ts")
             cur = await conn.execute(table.select_stored, (list(times), list(key_ids)))
             for event_id, *values in await cur.fetchall():
-                if (values[ts_at], event_id) in wanted:
-                    versions[event_id] = (event_type, _payload_of(table.columns, values))
+                versions[event_id] = (event_type, _payload_of(table.columns, values))
         return versions
 
 
