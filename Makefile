@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: install run collector check test bench bench-assignment bench-analysis bench-stats bench-gateway \
-	bench-dashboard bench-feedback bench-lora bench-e2e bench-cli dashboard clean
+	bench-dashboard bench-feedback bench-lora bench-e2e bench-cli bench-hostile dashboard clean
 
 $(BIN)/codelift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
