@@ -32,8 +32,6 @@ import re
 import select
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -43,7 +41,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bench.ingest import free_port, make_batches, scratch_database
+from bench.ingest import make_batches, running_collector, scratch_database
 from core.auth.keys import create_api_key
 from core.auth.scopes import Scope
 from core.db.connection import make_engine
@@ -214,35 +212,6 @@ class MemorySampler:
         self._thread.join(timeout=5)
 
 
-@contextlib.contextmanager
-def running_collector(url: str) -> Iterator[tuple[int, int]]:
-    """``codelift collector`` with production settings, one process; yields (port, pid)."""
-    port = free_port()
-    env = os.environ | {
-        "CODELIFT_DATABASE_URL": url,
-        "CODELIFT_ENVIRONMENT": "production",
-        "CODELIFT_COLLECTOR_LOG_LEVEL": "error",
-        "CODELIFT_COLLECTOR_PORT": str(port),
-        "CODELIFT_COLLECTOR_WORKERS": "1",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "codelift", "collector"], env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("collector did not become ready in 60 s")
-        yield port, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="each measured phase")
@@ -262,7 +231,7 @@ def main() -> None:
         with Session(make_engine(url)) as session:
             _, key = create_api_key(session, name="bench", scopes=[Scope.INGEST])
             session.commit()
-        with running_collector(url) as (port, pid):
+        with running_collector(url, 1, log_level="error") as (port, pid):
             normal_client(port, key, warm, 5.0)
             unloaded = normal_client(port, key, unloaded_bodies, args.seconds)
             rss_before, _ = rss_kib(pid)

@@ -334,12 +334,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_collector(url: str, workers: int) -> Iterator[int]:
+def running_collector(
+    url: str, workers: int, *, log_level: str = "warning"
+) -> Iterator[tuple[int, int]]:
+    """``codelift collector`` with production settings, ready; yields (port, pid)."""
     port = free_port()
     env = os.environ | {
         "CODELIFT_DATABASE_URL": url,
         "CODELIFT_ENVIRONMENT": "production",
-        "CODELIFT_COLLECTOR_LOG_LEVEL": "warning",
+        "CODELIFT_COLLECTOR_LOG_LEVEL": log_level,
         "CODELIFT_COLLECTOR_PORT": str(port),
         "CODELIFT_COLLECTOR_WORKERS": str(workers),
     }
@@ -355,7 +358,7 @@ def running_collector(url: str, workers: int) -> Iterator[int]:
             time.sleep(0.2)
         else:
             raise RuntimeError("collector did not become ready in 60 s")
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -405,7 +408,7 @@ def main() -> None:
         with Session(make_engine(url)) as session:
             _, key = create_api_key(session, name="bench", scopes=[Scope.INGEST])
             session.commit()
-        with running_collector(url, workers) as port:
+        with running_collector(url, workers) as (port, _pid):
             # Warm-up: connections in the pool, code paths, partitions' caches.
             drive_from_other_process(port, key, make_batches(20, BATCH, seed=9), 5, 2, 2)
             batches = drive_from_other_process(

@@ -92,7 +92,11 @@ class IngestService:
         # Writes are idempotent (each event_id is stored once), so another attempt is always
         # safe: it covers a pooled connection broken by a database restart, a partition that
         # maintenance has not made yet, and a transient conflict with another writer.
-        reconnected = partitioned = False
+        # After a database restart every pooled connection is broken, and each fails its first
+        # use (they are not checked on checkout): one attempt more than the pool holds reaches
+        # a fresh one.
+        broken = 0
+        partitioned = False
         transient = 0
         while True:
             try:
@@ -109,10 +113,10 @@ class IngestService:
                 # Jittered, so the writers that collided do not meet again in step.
                 await asyncio.sleep(random.uniform(0, TRANSIENT_BACKOFF_S * 2**transient))
             except psycopg.OperationalError as exc:
-                if reconnected:
+                broken += 1
+                if broken > self._settings.db_pool_max:
                     log.warning("database unavailable: %s", exc)
                     raise DatabaseUnavailable("database unavailable; retry later") from None
-                reconnected = True
             except psycopg.Error as exc:
                 if partitioned or not _is_missing_partition(exc):
                     raise

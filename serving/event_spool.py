@@ -11,7 +11,9 @@ and a restart, or fewer gateways than before, leaves no event behind.
 
 Bound: ``max_bytes`` on the segments' total size (what a slot holds on disk). An event that
 does not fit is not written, and the caller counts it dropped: the spool keeps its oldest events
-(tail drop), which are no less worth analysing than the newest.
+(tail drop), which are no less worth analysing than the newest. Once one is dropped, so is every
+later one until delivered segments free room: a smaller event slipping into the last bytes would
+leave a hole in the middle of what is kept.
 
 Durability (the fsync policy): an append reaches the page cache at once, so a crash of the
 process loses nothing appended. The active segment is fsynced at most ``fsync_interval_s`` after
@@ -127,6 +129,8 @@ class EventSpool:
         self.bytes = 0
         self.events = 0
         self.oldest_spooled_at: float | None = None
+        # Set when an event did not fit; cleared when delivered segments are deleted.
+        self._full = False
 
     # --- opening and closing --------------------------------------------------------------------
 
@@ -262,7 +266,7 @@ class EventSpool:
         invalid = dropped = 0
         room = self.max_bytes - self.bytes
         for event in events:
-            if dropped:
+            if dropped or self._full:
                 dropped += 1
                 continue
             try:
@@ -274,6 +278,7 @@ class EventSpool:
             line = prefix + body.encode() + b"\n"
             if len(line) > room:
                 dropped += 1
+                self._full = True
                 continue
             room -= len(line)
             lines.append(line)
@@ -434,6 +439,7 @@ class EventSpool:
     def _delete(self, seq: int) -> None:
         size = self._sizes.pop(seq, 0)
         self.bytes -= size
+        self._full = False
         try:
             self._path(seq).unlink()
         except FileNotFoundError:

@@ -425,6 +425,8 @@ def test_the_spool_is_bounded_and_keeps_its_oldest_events(tmp_path: Path) -> Non
     assert result.written + result.dropped == 100 and result.dropped > 0
     assert spool.bytes <= 16 * 1024
     assert spool.append(events(1)).dropped == 1
+    # Nor does a far smaller event slip into the last bytes: what is kept has no hole.
+    assert spool.append([{"event_id": "tiny"}]).dropped == 1
     kept = read_all(spool)
     assert [e["event_id"] for e in kept] == [e["event_id"] for e in sent[: result.written]]
     # Delivered segments are deleted: there is room again.

@@ -54,8 +54,10 @@ async def open_service_pool(
     readiness check says 503) while the database is down, and the pool keeps reconnecting.
 
     ``timeout_s`` bounds both the wait for a pooled connection and a new connection's set-up,
-    so a request meets a down database with a prompt 503 rather than a hang. A connection is
-    checked as it is handed out, so one broken by a database restart is replaced, not used.
+    so a request meets a down database with a prompt 503 rather than a hang. Connections are
+    not checked as they are handed out (a round trip on every request): one broken by a
+    database restart fails its first use, and is then replaced (the collector retries a batch
+    on another connection).
     """
     pool = ServicePool(
         libpq_conninfo(database_url),
@@ -63,7 +65,6 @@ async def open_service_pool(
         max_size=max_size,
         timeout=timeout_s,
         configure=configure,
-        check=AsyncConnectionPool.check_connection,
         kwargs={"connect_timeout": max(1, int(timeout_s))},
         # Never give up reconnecting: a pool that shrinks during a long outage comes back
         # smaller than configured.
