@@ -98,6 +98,8 @@ def comments(
     polarity: str | None,
     language: str | None,
     experiment_key: str | None,
+    needs_review: bool | None = None,
+    max_confidence: float | None = None,
 ) -> pd.DataFrame:
     """Comments matching the filters."""
     return feedback_data.comments_frame(
@@ -107,6 +109,8 @@ def comments(
         polarity=polarity,
         language=language,
         experiment_key=experiment_key,
+        needs_review=needs_review,
+        max_confidence=max_confidence,
     )
 
 

@@ -41,12 +41,16 @@ def feedback_counts(
                 "tagged": group.tagged,
                 "positive": group.positive,
                 "negative": group.negative,
+                "neutral": group.neutral,
                 "positive_share": group.positive_share,
+                "negative_share": group.negative_share,
                 **{f"theme:{theme}": n for theme, n in sorted(group.themes.items())},
             }
             for group in counts.by(dimension)
         ]
-        frames[dimension] = pd.DataFrame(rows).fillna({"positive_share": float("nan")})
+        frames[dimension] = pd.DataFrame(rows).fillna(
+            {"positive_share": float("nan"), "negative_share": float("nan")}
+        )
     languages = counts.by("language")
     themes: dict[str, int] = {}
     for group in languages:
@@ -54,14 +58,17 @@ def feedback_counts(
             themes[theme] = themes.get(theme, 0) + n
     tagged = sum(g.tagged for g in languages)
     positive = sum(g.positive for g in languages)
+    negative = sum(g.negative for g in languages)
     frames["overall"] = pd.DataFrame(
         [
             {
                 "comments": sum(g.comments for g in languages),
                 "tagged": tagged,
                 "positive": positive,
-                "negative": sum(g.negative for g in languages),
+                "negative": negative,
+                "neutral": sum(g.neutral for g in languages),
                 "positive_share": positive / tagged if tagged else None,
+                "negative_share": negative / tagged if tagged else None,
             }
         ]
     )
@@ -81,6 +88,7 @@ COMMENT_COLUMNS = [
     "themes",
     "polarity",
     "polarity_confidence",
+    "confidence",
     "tag_confidence",
     "source",
     "needs_review",
@@ -95,6 +103,8 @@ def comments_frame(
     polarity: str | None,
     language: str | None,
     experiment_key: str | None,
+    needs_review: bool | None = None,
+    max_confidence: float | None = None,
     limit: int = 200,
 ) -> pd.DataFrame:
     """Comments matching the filters, newest first, with their tags and confidences."""
@@ -106,6 +116,8 @@ def comments_frame(
             polarity=polarity,
             language=language,
             experiment_key=experiment_key,
+            needs_review=needs_review,
+            max_confidence=max_confidence,
             limit=limit,
         )
     return pd.DataFrame(
@@ -120,6 +132,7 @@ def comments_frame(
                 "themes": [tag.theme_id for tag in comment.tags],
                 "polarity": comment.polarity,
                 "polarity_confidence": comment.polarity_confidence,
+                "confidence": comment.confidence,
                 "tag_confidence": ", ".join(
                     f"{tag.theme_id} {tag.confidence:.2f}" for tag in comment.tags
                 ),

@@ -3,8 +3,8 @@
 A theme's share in a group is Σ(user's comments with the theme) / Σ(user's tagged comments):
 a ratio of per-user sums, so its interval comes from the delta method over users
 (``experiments.analysis.stats``), never from treating comments as independent. SQL returns only the
-sufficient statistics per group and theme. The positive share is reported the same way, under
-the pseudo theme ``POSITIVE``.
+sufficient statistics per group and theme. The share of each polarity is reported the same way,
+under the pseudo themes ``POSITIVE``, ``NEGATIVE`` and ``NEUTRAL``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ from feedback.errors import FeedbackInputError
 from feedback.models import TaggingRow, TagRow, ThemeRow
 from feedback.store import comment_conditions, group_column, with_arm
 
-# Not a valid theme id (ids are slugs), so it cannot collide with one.
+# Not valid theme ids (ids are slugs), so they cannot collide with one.
 POSITIVE = "polarity:positive"
+NEGATIVE = "polarity:negative"
+NEUTRAL = "polarity:neutral"
+POLARITY_THEMES = {POSITIVE: "positive", NEGATIVE: "negative", NEUTRAL: "neutral"}
 DEFAULT_ALPHA = 0.05
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ThemeShare:
-    """Share of a group's tagged comments carrying a theme (or ``POSITIVE``), with its CI."""
+    """Share of a group's tagged comments carrying a theme (or a polarity), with its CI."""
 
     dimension: str
     group: str
@@ -108,7 +111,10 @@ def theme_shares(
             comments.c.grp,
             comments.c.user_id,
             func.count().label("d"),
-            func.count().filter(comments.c.polarity == "positive").label("pos"),
+            *(
+                func.count().filter(comments.c.polarity == polarity).label(polarity)
+                for polarity in POLARITY_THEMES.values()
+            ),
         )
         .group_by(comments.c.grp, comments.c.user_id)
         .cte("u")
@@ -121,11 +127,14 @@ def theme_shares(
     )
     themes = union_all(
         select(ThemeRow.id.label("theme_id")).where(ThemeRow.active),
-        select(literal(POSITIVE).label("theme_id")),
+        *(select(literal(pseudo).label("theme_id")) for pseudo in POLARITY_THEMES),
     ).cte("k")
     m = cast(
         case(
-            (themes.c.theme_id == POSITIVE, per_user.c.pos),
+            *(
+                (themes.c.theme_id == pseudo, per_user.c[polarity])
+                for pseudo, polarity in POLARITY_THEMES.items()
+            ),
             else_=func.coalesce(per_user_theme.c.m, 0),
         ),
         Float,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,6 +42,38 @@ def rating_features(comments: Sequence[CommentInput]) -> Matrix:
         value = signed_rating(comment)
         if value is not None:
             out[i] = (value, 1.0)
+    return out
+
+
+# An explicit ask: what makes a comment a feature request, and its polarity often neutral.
+_REQUEST = re.compile(
+    r"\b(please|could you|can you|would (?:be|love)|wish|i'?d like|add (?:an? )?(?:option|setting|"
+    r"way|toggle)|is there (?:a|any) way|feature request|let me|allow|should be able)\b",
+    re.IGNORECASE,
+)
+# A turn ("…, but …"): the clause after it usually carries the stance.
+_CONTRAST = re.compile(r"\b(but|however|although|though|except|yet)\b", re.IGNORECASE)
+
+
+def cue_features(text: str) -> list[float]:
+    """Question, request and contrast cues, and the length (log characters) of a comment."""
+    return [
+        1.0 if "?" in text else 0.0,
+        1.0 if _REQUEST.search(text) else 0.0,
+        1.0 if _CONTRAST.search(text) else 0.0,
+        math.log1p(len(text)) / 6.0,
+    ]
+
+
+CUE_FEATURES = 4
+
+
+def comment_features(comments: Sequence[CommentInput]) -> Matrix:
+    """The rating columns of ``rating_features`` and the cues of ``cue_features``."""
+    out = np.zeros((len(comments), 2 + CUE_FEATURES))
+    out[:, :2] = rating_features(comments)
+    for i, comment in enumerate(comments):
+        out[i, 2:] = cue_features(comment.text)
     return out
 
 

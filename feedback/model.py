@@ -1,9 +1,16 @@
-"""The learned part of the tagger: linear classifiers trained on corrected examples.
+"""The learned part of the tagger: linear classifiers trained on labelled comments.
 
-Two one-vs-rest logistic regressions per theme, averaged: one on the sentence embedding plus
-the theme-similarity scores, one on TF-IDF word unigrams and bigrams (keywords such as "slow"
-or "docstring" carry a lot). A third logistic regression reads polarity from the embedding and
-the rating. Weights are plain arrays (saved as ``.npz``), so loading a version runs no pickle.
+Three questions, each answered by two logistic regressions whose probabilities are averaged:
+one reads the sentence embedding (plus the similarity to each theme's phrases, the rating and a
+few cue features), one reads TF-IDF word unigrams and bigrams (keywords such as "slow",
+"docstring" or "please add" carry a lot).
+
+- **Which themes apply**: one-vs-rest per theme (a comment has 1–3 themes).
+- **Which theme is primary**: one softmax over the themes, trained on the primary label; it
+  ranks the themes, since "mainly about" is a choice among them, not a yes/no per theme.
+- **Polarity**: one softmax over positive / negative / neutral.
+
+Weights are plain arrays (saved as ``.npz``), so loading a version runs no pickle.
 """
 
 from __future__ import annotations
@@ -18,20 +25,35 @@ import numpy as np
 
 from feedback.embedder import Vectors
 from feedback.features import Matrix
+from feedback.models import POLARITIES
 
-# Inverse regularisation strength; 4 did best in 10-fold CV on the labelled set (1, 4, 16 tried).
+# Inverse regularisation strengths, chosen by group k-fold (by source) on the training split.
 THEME_C = 4.0
 KEYWORD_C = 8.0
-POLARITY_C = 4.0
-MAX_ITER = 2000
-_TFIDF = {"ngram_range": (1, 2), "sublinear_tf": True, "token_pattern": r"(?u)\b\w+\b"}
+PRIMARY_C = 4.0
+POLARITY_C = 2.0
+MAX_ITER = 3000
+# "balanced" weighs each class by the inverse of its frequency: rare themes get recall.
+THEME_CLASS_WEIGHT: str | None = None
+POLARITY_CLASS_WEIGHT: str | None = None
+# Words seen in fewer comments than this carry no weight (typos, names, one thread's jargon).
+MIN_DF = 2
+_TFIDF = {
+    "ngram_range": (1, 2),
+    "sublinear_tf": True,
+    "token_pattern": r"(?u)\b\w+\b|[?!]",
+    "min_df": MIN_DF,
+}
 
 
 def _vectorizer(vocabulary: dict[str, int] | None = None) -> Any:
     # scikit-learn is imported when first needed: ``codelift`` starts without paying for it.
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return TfidfVectorizer(vocabulary=vocabulary, **_TFIDF)
+    options = dict(_TFIDF)
+    if vocabulary is not None:
+        options.pop("min_df")
+    return TfidfVectorizer(vocabulary=vocabulary, **options)
 
 
 def _sigmoid(z: Matrix) -> Matrix:
@@ -39,16 +61,40 @@ def _sigmoid(z: Matrix) -> Matrix:
     return out
 
 
+def _softmax(z: Matrix) -> Matrix:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: Matrix = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingSet:
-    """Examples as the classifiers take them; polarity is None where unknown (codebook phrases)."""
+    """Examples as the classifiers take them.
+
+    ``primary`` is each example's primary theme index; ``polarity`` its index in
+    ``POLARITIES``, None where unknown (codebook phrases).
+    """
 
     texts: list[str]
     vectors: Vectors
     similarities: Matrix
-    ratings: Matrix
+    extras: Matrix  # the rating and cue features of ``features.comment_features``
     labels: Matrix  # examples × themes, 0/1
-    polarity: list[bool | None]
+    primary: list[int]
+    polarity: list[int | None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Linear:
+    """Weights of one linear layer: scores = features @ coef.T + intercept."""
+
+    coef: Matrix
+    intercept: Matrix
+
+    def scores(self, features: Any) -> Matrix:
+        out: Matrix = np.asarray(features @ self.coef.T) + self.intercept
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,110 +102,164 @@ class TaggerModel:
     """Trained weights; theme rows follow ``theme_ids`` (the codebook it was trained on)."""
 
     theme_ids: tuple[str, ...]
-    embedding_coef: Matrix
-    embedding_intercept: Matrix
     vocabulary: tuple[str, ...]
     idf: Matrix
-    keyword_coef: Matrix
-    keyword_intercept: Matrix
-    polarity_coef: Matrix
-    polarity_intercept: float
+    themes_dense: Linear
+    themes_words: Linear
+    primary_dense: Linear
+    primary_words: Linear
+    polarity_dense: Linear
+    polarity_words: Linear
 
-    def theme_probabilities(
-        self, texts: Sequence[str], vectors: Vectors, similarities: Matrix
-    ) -> Matrix:
-        """(comments × themes) probability that each theme applies."""
-        features = np.hstack([vectors, similarities])
-        p_embedding = _sigmoid(features @ self.embedding_coef.T + self.embedding_intercept)
+    def _keywords(self, texts: Sequence[str]) -> Any:
         vectorizer = _vectorizer({term: i for i, term in enumerate(self.vocabulary)})
         vectorizer.idf_ = self.idf
-        keywords = vectorizer.transform(list(texts))
-        p_keywords = _sigmoid(np.asarray(keywords @ self.keyword_coef.T) + self.keyword_intercept)
-        out: Matrix = (p_embedding + p_keywords) / 2.0
-        return out
+        return vectorizer.transform(list(texts))
 
-    def positive_probability(self, vectors: Vectors, ratings: Matrix) -> Matrix:
-        """Probability that each comment is positive."""
-        features = np.hstack([vectors, ratings])
-        return _sigmoid(features @ self.polarity_coef + self.polarity_intercept)
+    def predict(
+        self, texts: Sequence[str], vectors: Vectors, similarities: Matrix, extras: Matrix
+    ) -> Prediction:
+        """Theme, primary and polarity probabilities of comments."""
+        dense = np.hstack([vectors, similarities, extras])
+        words = self._keywords(texts)
+        themes = (
+            _sigmoid(self.themes_dense.scores(dense)) + _sigmoid(self.themes_words.scores(words))
+        ) / 2.0
+        primary = (
+            _softmax(self.primary_dense.scores(dense)) + _softmax(self.primary_words.scores(words))
+        ) / 2.0
+        polarity = (
+            _softmax(self.polarity_dense.scores(dense))
+            + _softmax(self.polarity_words.scores(words))
+        ) / 2.0
+        return Prediction(themes=themes, primary=primary, polarity=polarity)
 
     def to_bytes(self) -> bytes:
         """The weights as ``.npz`` bytes."""
+        arrays: dict[str, Any] = {
+            "theme_ids": np.array(self.theme_ids),
+            "vocabulary": np.array(self.vocabulary),
+            "idf": self.idf,
+        }
+        for name in _LAYERS:
+            layer: Linear = getattr(self, name)
+            arrays[f"{name}_coef"] = layer.coef.astype(np.float32)
+            arrays[f"{name}_intercept"] = layer.intercept
         buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer,
-            theme_ids=np.array(self.theme_ids),
-            embedding_coef=self.embedding_coef,
-            embedding_intercept=self.embedding_intercept,
-            vocabulary=np.array(self.vocabulary),
-            idf=self.idf,
-            keyword_coef=self.keyword_coef,
-            keyword_intercept=self.keyword_intercept,
-            polarity_coef=self.polarity_coef,
-            polarity_intercept=np.array([self.polarity_intercept]),
-        )
+        np.savez_compressed(buffer, **arrays)
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TaggerModel:
         """Weights saved by ``to_bytes``."""
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            layers = {
+                name: Linear(arrays[f"{name}_coef"].astype(np.float64), arrays[f"{name}_intercept"])
+                for name in _LAYERS
+            }
             return cls(
                 theme_ids=tuple(str(t) for t in arrays["theme_ids"]),
-                embedding_coef=arrays["embedding_coef"],
-                embedding_intercept=arrays["embedding_intercept"],
                 vocabulary=tuple(str(t) for t in arrays["vocabulary"]),
                 idf=arrays["idf"],
-                keyword_coef=arrays["keyword_coef"],
-                keyword_intercept=arrays["keyword_intercept"],
-                polarity_coef=arrays["polarity_coef"],
-                polarity_intercept=float(arrays["polarity_intercept"][0]),
+                **layers,
             )
 
 
-def _fit(features: Matrix, target: Matrix, c: float) -> tuple[Matrix, float]:
+_LAYERS = (
+    "themes_dense",
+    "themes_words",
+    "primary_dense",
+    "primary_words",
+    "polarity_dense",
+    "polarity_words",
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prediction:
+    """(comments × themes) theme and primary probabilities, (comments × 3) polarity ones."""
+
+    themes: Matrix
+    primary: Matrix
+    polarity: Matrix
+
+
+def _binary(
+    features: Any, target: Matrix, c: float, weight: str | None = None
+) -> tuple[Matrix, float]:
     """Weights and intercept of one logistic regression; a one-class target gets a constant."""
     if target.min() == target.max():
         # No positive (or no negative) example: predict that class with high confidence.
         return np.zeros(features.shape[1]), (6.0 if target[0] else -6.0)
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model = LogisticRegression(C=c, max_iter=MAX_ITER).fit(features, target)
+    model = LogisticRegression(C=c, max_iter=MAX_ITER, class_weight=weight).fit(features, target)
     return np.asarray(model.coef_[0], dtype=np.float64), float(model.intercept_[0])
 
 
+def _one_vs_rest(features: Any, labels: Matrix, c: float) -> Linear:
+    fitted = [
+        _binary(features, labels[:, j], c, THEME_CLASS_WEIGHT) for j in range(labels.shape[1])
+    ]
+    return Linear(np.vstack([w for w, _ in fitted]), np.array([b for _, b in fitted]))
+
+
+def _multinomial(
+    features: Any, target: Sequence[int], classes: int, c: float, weight: str | None = None
+) -> Linear:
+    """A softmax regression over ``classes`` classes; classes never seen get a very low score."""
+    y = np.asarray(target)
+    coef = np.zeros((classes, features.shape[1]))
+    intercept = np.full(classes, -12.0)
+    seen = np.unique(y)
+    if len(seen) == 1:
+        intercept[seen[0]] = 6.0
+        return Linear(coef, intercept)
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=MAX_ITER, class_weight=weight).fit(features, y)
+    if len(seen) == 2:
+        # scikit-learn fits one logit for two classes: the second class's score against the first.
+        coef[seen[1]] = model.coef_[0]
+        intercept[seen[0]] = 0.0
+        intercept[seen[1]] = float(model.intercept_[0])
+    else:
+        coef[model.classes_] = model.coef_
+        intercept[model.classes_] = model.intercept_
+    return Linear(coef, intercept)
+
+
 def train_model(theme_ids: Sequence[str], data: TrainingSet) -> TaggerModel:
-    """Fit the theme and polarity classifiers on a training set."""
+    """Fit the theme, primary and polarity classifiers on a training set."""
+    from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
 
     # These problems are tiny: BLAS threads only spin and wait (10x the CPU time, measured).
-    with threadpool_limits(1):
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         return _train(theme_ids, data)
 
 
 def _train(theme_ids: Sequence[str], data: TrainingSet) -> TaggerModel:
-    features = np.hstack([data.vectors, data.similarities])
+    dense = np.hstack([data.vectors, data.similarities, data.extras])
     vectorizer = _vectorizer().fit(data.texts)
-    keywords = vectorizer.transform(data.texts)
-    embedding = [_fit(features, data.labels[:, j], THEME_C) for j in range(len(theme_ids))]
-    keyword = [_fit(keywords, data.labels[:, j], KEYWORD_C) for j in range(len(theme_ids))]
+    words = vectorizer.transform(data.texts)
     known = [i for i, p in enumerate(data.polarity) if p is not None]
-    polarity_target = np.array([float(bool(data.polarity[i])) for i in known])
-    polarity_coef, polarity_intercept = _fit(
-        np.hstack([data.vectors[known], data.ratings[known]]), polarity_target, POLARITY_C
-    )
+    polarity = [int(p) for p in data.polarity if p is not None]
     vocabulary = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)
+    themes = len(theme_ids)
     return TaggerModel(
         theme_ids=tuple(theme_ids),
-        embedding_coef=np.vstack([w for w, _ in embedding]),
-        embedding_intercept=np.array([b for _, b in embedding]),
         vocabulary=tuple(vocabulary),
         idf=np.asarray(vectorizer.idf_, dtype=np.float64),
-        keyword_coef=np.vstack([w for w, _ in keyword]),
-        keyword_intercept=np.array([b for _, b in keyword]),
-        polarity_coef=polarity_coef,
-        polarity_intercept=polarity_intercept,
+        themes_dense=_one_vs_rest(dense, data.labels, THEME_C),
+        themes_words=_one_vs_rest(words, data.labels, KEYWORD_C),
+        primary_dense=_multinomial(dense, data.primary, themes, PRIMARY_C),
+        primary_words=_multinomial(words, data.primary, themes, KEYWORD_C),
+        polarity_dense=_multinomial(
+            dense[known], polarity, len(POLARITIES), POLARITY_C, POLARITY_CLASS_WEIGHT
+        ),
+        polarity_words=_multinomial(
+            words[known], polarity, len(POLARITIES), KEYWORD_C, POLARITY_CLASS_WEIGHT
+        ),
     )

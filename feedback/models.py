@@ -25,7 +25,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base
 
-POLARITIES = ("positive", "negative")
+# Requests, questions, measurements and balanced verdicts are neutral.
+POLARITIES = ("positive", "negative", "neutral")
 TAG_SOURCES = ("model", "human")
 THEME_ACTIONS = ("add", "rename", "edit", "merge")
 
@@ -93,7 +94,7 @@ class TaggingRow(Base):
 
     __tablename__ = "feedback_tagging"
     __table_args__ = (
-        CheckConstraint("polarity IN ('positive', 'negative')", name="polarity_known"),
+        CheckConstraint("polarity IN ('positive', 'negative', 'neutral')", name="polarity_known"),
         CheckConstraint("source IN ('model', 'human')", name="source_known"),
     )
 
@@ -133,7 +134,7 @@ class CorrectionRow(Base):
 
     __tablename__ = "feedback_corrections"
     __table_args__ = (
-        CheckConstraint("polarity IN ('positive', 'negative')", name="polarity_known"),
+        CheckConstraint("polarity IN ('positive', 'negative', 'neutral')", name="polarity_known"),
         Index(None, "event_id", "id"),
     )
 

@@ -104,11 +104,18 @@ def search_comments(
     end: dt.datetime | None = None,
     tagged: bool | None = None,
     needs_review: bool | None = None,
+    max_confidence: float | None = None,
     limit: int = 100,
 ) -> list[CommentView]:
-    """Comments matching every given filter, newest first (untagged ones too, unless filtered)."""
+    """Comments matching every given filter, newest first (untagged ones too, unless filtered).
+
+    ``max_confidence`` keeps tagged comments whose confidence (the lower of the top theme's and
+    the polarity's) is at most that value: where a reviewer's time is best spent.
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise FeedbackInputError("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
+    if max_confidence is not None and not 0.0 <= max_confidence <= 1.0:
+        raise FeedbackInputError("max_confidence", f"must be between 0 and 1, got {max_confidence}")
     if arm is not None and experiment_key is None:
         raise FeedbackInputError("arm", "filtering on an arm needs experiment_key")
     _check_polarity(polarity)
@@ -148,6 +155,13 @@ def search_comments(
         )
     if needs_review is not None:
         conditions.append(TaggingRow.needs_review.is_(needs_review))
+    if max_confidence is not None:
+        top_theme = (
+            select(func.max(TagRow.confidence))
+            .where(TagRow.event_id == FeedbackRow.event_id)
+            .scalar_subquery()
+        )
+        conditions.append(func.least(TaggingRow.polarity_confidence, top_theme) <= max_confidence)
     stmt = (
         stmt.where(*conditions)
         .order_by(FeedbackRow.client_ts.desc(), FeedbackRow.event_id)
@@ -254,6 +268,7 @@ def _counts_by(
             func.count(TaggingRow.event_id).label("tagged"),
             func.count().filter(TaggingRow.polarity == "positive").label("positive"),
             func.count().filter(TaggingRow.polarity == "negative").label("negative"),
+            func.count().filter(TaggingRow.polarity == "neutral").label("neutral"),
         )
         .select_from(FeedbackRow)
         .outerjoin(TaggingRow, TaggingRow.event_id == FeedbackRow.event_id)
@@ -274,6 +289,7 @@ def _counts_by(
             tagged=row.tagged,
             positive=row.positive,
             negative=row.negative,
+            neutral=row.neutral,
             themes=themes.get(row.grp, {}),
         )
         for row in session.execute(totals.order_by(group)).all()

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from feedback.codebook import OTHER_THEME
 from feedback.embedder import Embedder, Vectors, get_embedder
@@ -20,33 +21,42 @@ from feedback.features import (
     CommentInput,
     Matrix,
     Prototypes,
+    comment_features,
     prototypes_for,
-    rating_features,
     signed_rating,
     softmax,
 )
-from feedback.model import TaggerModel
+from feedback.model import Prediction, TaggerModel
+from feedback.models import POLARITIES
 from feedback.views import ThemeView
 
-# A second theme is tagged when its probability reaches this: 0.3 gave the best macro-F1 of
-# both modes together in 10-fold CV on the labelled set (0.25 to 0.5 tried).
+# A second theme is tagged when its probability reaches this (chosen by group k-fold on the
+# training split).
 TAG_THRESHOLD = 0.3
 # Below this a theme tag, or the top theme of a comment, goes to review.
 REVIEW_THRESHOLD = 0.5
 # Below this a polarity goes to review.
-POLARITY_REVIEW_THRESHOLD = 0.7
+POLARITY_REVIEW_THRESHOLD = 0.6
+# Weight of the primary-theme softmax against the per-theme probabilities when ranking themes.
+PRIMARY_WEIGHT = 0.5
 # Softmax temperature turning cosine similarities into theme probabilities (codebook only):
 # cosines of related sentences differ by a few hundredths, so they need sharpening.
 PROTOTYPE_TEMPERATURE = 0.05
 # Confidence of a polarity read off an explicit rating, when there is no trained model.
 RATING_POLARITY_CONFIDENCE = 0.9
-POSITIVE_ANCHORS = ("this is great, helpful and I love it", "works well and saves me time")
-NEGATIVE_ANCHORS = ("this is bad, annoying and broken", "it is wrong, slow and frustrating")
+# Codebook-only polarity: the nearest of these anchors, in ``POLARITIES`` order.
+POLARITY_ANCHORS = (
+    ("this is great, helpful and I love it", "works well and saves me time"),
+    ("this is bad, annoying and broken", "it is wrong, slow and frustrating"),
+    ("could you add an option for this", "it works for some things and not for others"),
+)
 
 
 @functools.cache
-def _anchors(embedder: Embedder) -> Vectors:
-    return embedder.encode([*POSITIVE_ANCHORS, *NEGATIVE_ANCHORS])
+def _anchors(embedder: Embedder) -> tuple[Vectors, npt.NDArray[np.intp]]:
+    texts = [text for group in POLARITY_ANCHORS for text in group]
+    owners = np.array([i for i, group in enumerate(POLARITY_ANCHORS) for _ in group])
+    return embedder.encode(texts), owners
 
 
 class StaleModelError(RuntimeError):
@@ -114,29 +124,32 @@ class Tagger:
         """The comments' sentence embeddings (the expensive step)."""
         return self._embedder.encode([c.text for c in comments])
 
-    def theme_probabilities(self, comments: Sequence[CommentInput], vectors: Vectors) -> Matrix:
-        """(comments × themes) probabilities, themes in ``theme_ids`` order."""
+    def predict(self, comments: Sequence[CommentInput], vectors: Vectors) -> Prediction:
+        """Theme, primary and polarity probabilities (themes in ``theme_ids`` order)."""
         similarities = self.prototypes.similarities(vectors)
-        if self.model is None:
-            return softmax(similarities, PROTOTYPE_TEMPERATURE)
-        return self.model.theme_probabilities([c.text for c in comments], vectors, similarities)
-
-    def positive_probabilities(self, comments: Sequence[CommentInput], vectors: Vectors) -> Matrix:
-        """Probability that each comment is positive."""
         if self.model is not None:
-            return self.model.positive_probability(vectors, rating_features(comments))
-        sims = (vectors @ self._anchors.T).astype(np.float64)
-        n = len(POSITIVE_ANCHORS)
-        from_text = softmax(
-            np.stack([sims[:, :n].max(axis=1), sims[:, n:].max(axis=1)], axis=1),
-            PROTOTYPE_TEMPERATURE,
-        )[:, 0]
-        out = from_text.copy()
+            return self.model.predict(
+                [c.text for c in comments], vectors, similarities, comment_features(comments)
+            )
+        themes = softmax(similarities, PROTOTYPE_TEMPERATURE)
+        return Prediction(
+            themes=themes, primary=themes, polarity=self._anchor_polarity(comments, vectors)
+        )
+
+    def _anchor_polarity(self, comments: Sequence[CommentInput], vectors: Vectors) -> Matrix:
+        anchors, owners = self._anchors
+        sims = (vectors @ anchors.T).astype(np.float64)
+        nearest = np.stack(
+            [sims[:, owners == k].max(axis=1) for k in range(len(POLARITIES))], axis=1
+        )
+        out = softmax(nearest, PROTOTYPE_TEMPERATURE)
         for i, comment in enumerate(comments):
             rating = signed_rating(comment)
             if rating is not None and rating != 0:
-                out[i] = (
-                    RATING_POLARITY_CONFIDENCE if rating > 0 else 1 - RATING_POLARITY_CONFIDENCE
+                rest = (1 - RATING_POLARITY_CONFIDENCE) / (len(POLARITIES) - 1)
+                out[i] = rest
+                out[i, POLARITIES.index("positive" if rating > 0 else "negative")] = (
+                    RATING_POLARITY_CONFIDENCE
                 )
         return out
 
@@ -146,12 +159,15 @@ class Tagger:
 
     def tag_embedded(self, comments: Sequence[CommentInput], vectors: Vectors) -> list[Tagging]:
         """Tag comments whose embeddings are already known."""
-        themes = self.theme_probabilities(comments, vectors)
-        positive = self.positive_probabilities(comments, vectors)
-        return [self._decide(themes[i], float(positive[i])) for i in range(len(comments))]
+        prediction = self.predict(comments, vectors)
+        return [
+            self._decide(prediction.themes[i], prediction.primary[i], prediction.polarity[i])
+            for i in range(len(comments))
+        ]
 
-    def _decide(self, probabilities: Matrix, positive: float) -> Tagging:
-        order = np.argsort(-probabilities, kind="stable")
+    def _decide(self, probabilities: Matrix, primary: Matrix, polarity: Matrix) -> Tagging:
+        rank = (1 - PRIMARY_WEIGHT) * probabilities + PRIMARY_WEIGHT * primary
+        order = np.argsort(-rank, kind="stable")
         top = int(order[0])
         chosen = [top] + [
             int(j)
@@ -162,16 +178,16 @@ class Tagger:
         scores = tuple(
             ThemeScore(
                 theme_id=self.theme_ids[j],
-                confidence=float(probabilities[j]),
-                needs_review=bool(probabilities[j] < REVIEW_THRESHOLD),
+                confidence=float(max(probabilities[j], rank[j])),
+                needs_review=bool(max(probabilities[j], rank[j]) < REVIEW_THRESHOLD),
             )
             for j in chosen
         )
-        polarity = "positive" if positive >= 0.5 else "negative"
-        confidence = max(positive, 1.0 - positive)
+        best = int(np.argmax(polarity))
+        confidence = float(polarity[best])
         return Tagging(
             themes=scores,
-            polarity=polarity,
+            polarity=POLARITIES[best],
             polarity_confidence=confidence,
             needs_review=scores[0].needs_review or confidence < POLARITY_REVIEW_THRESHOLD,
         )

@@ -62,6 +62,13 @@ class CommentView:
         """Whether the tagger (or a person) has tagged the comment yet."""
         return self.source is not None
 
+    @property
+    def confidence(self) -> float | None:
+        """How sure the tagging is: the lower of the top theme's and the polarity's confidence."""
+        if self.polarity_confidence is None or not self.tags:
+            return None
+        return min(self.polarity_confidence, max(tag.confidence for tag in self.tags))
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GroupCounts:
@@ -73,6 +80,7 @@ class GroupCounts:
     tagged: int
     positive: int
     negative: int
+    neutral: int
     # theme id -> comments of the group tagged with it (multi-label: these sum to ≥ tagged).
     themes: dict[str, int]
 
@@ -80,6 +88,11 @@ class GroupCounts:
     def positive_share(self) -> float | None:
         """Share of tagged comments that are positive; None with no tagged comment."""
         return self.positive / self.tagged if self.tagged else None
+
+    @property
+    def negative_share(self) -> float | None:
+        """Share of tagged comments that are negative; None with no tagged comment."""
+        return self.negative / self.tagged if self.tagged else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

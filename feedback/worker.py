@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from collector.models import FeedbackRow
 from core.db.session import session_for
 from feedback.codebook import codebook_version, list_themes, merged_into_map
-from feedback.dataset import Example, load_labelled, phrase_examples, resolve_themes
-from feedback.evaluation import MIN_EXAMPLES_FOR_CV, cross_validated, fit
+from feedback.dataset import Example, load_labelled, resolve_themes
+from feedback.evaluation import Embedded, learned_figures, with_splits
 from feedback.features import CommentInput
 from feedback.model import TaggerModel
 from feedback.models import CorrectionRow, TaggerRow, TaggingRow, TagRow
@@ -88,9 +88,11 @@ def retrain(
     folds: int = RETRAIN_FOLDS,
     tagger: Tagger | None = None,
 ) -> TaggerRow:
-    """Train a new tagger version on the labelled set plus corrections; record its CV figures.
+    """Train a new tagger version on the labelled set plus corrections; record its figures.
 
-    ``labelled`` defaults to the shipped labelled set. Flushes; the caller commits.
+    The version trains on everything; its figures (on the untouched split and under group
+    k-fold, with per-theme scores and confusions) come from models trained without the comments
+    scored. ``labelled`` defaults to the shipped labelled set. Flushes; the caller commits.
     """
     themes = list_themes(session)
     base = Tagger(themes) if tagger is None else tagger.with_model(None)
@@ -99,18 +101,15 @@ def retrain(
     merges = merged_into_map(session)
     corrections = corrected_examples(session)
     examples = resolve_themes(
-        [*(load_labelled() if labelled is None else labelled), *corrections],
+        [*with_splits(load_labelled() if labelled is None else labelled), *corrections],
         merges,
         base.theme_ids,
     )
-    phrases = phrase_examples(themes)
-    vectors = base.embed([e.comment for e in examples])
-    phrase_vectors = base.embed([e.comment for e in phrases])
-    metrics: dict[str, object] = {}
-    if len(examples) >= max(MIN_EXAMPLES_FOR_CV, folds):
-        report = cross_validated(base, examples, vectors, phrases, phrase_vectors, folds=folds)
-        metrics = report.summary()
-    model = fit(base, examples, vectors, phrases, phrase_vectors)
+    data = Embedded.of(base, examples)
+    metrics: dict[str, object] = {
+        report.protocol: report.to_json() for report in learned_figures(base, data, folds=folds)
+    }
+    model = data.fit(base, range(len(examples)))
     row = TaggerRow(
         codebook_version=codebook_version(session),
         embedder_sha256=base.embedder.sha256,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from dashboard import launch
 from dashboard.launch import DashboardProcess
-from feedback.analysis import POSITIVE, theme_shares
+from feedback.analysis import POLARITY_THEMES, theme_shares
 from feedback.worker import tag_all_pending
 
 # Themes shown per arm in the results table.
@@ -67,7 +67,7 @@ def tag_feedback(
     shares = theme_shares(Session(bind=conn), by="arm", experiment_key=experiment)
     summaries = []
     for summary in feedback_per_arm(conn, experiment):
-        mine = [s for s in shares if s.group == summary.arm and s.theme_id != POSITIVE]
+        mine = [s for s in shares if s.group == summary.arm and s.theme_id not in POLARITY_THEMES]
         top = sorted((s for s in mine if s.share), key=lambda s: -(s.share or 0.0))
         tagged = max((s.comments for s in mine), default=0)
         summaries.append(

@@ -381,6 +381,22 @@ def test_tag_corrections_are_written_back(url: str, demo_engine: Engine) -> None
     assert (list(row["themes"]), row["polarity"], row["source"]) == ([theme], "negative", "human")
     assert metric(app, "Tagged") != "0"
 
+    # A person's tags are certain: never in review, never below a confidence bar.
+    app.selectbox(key="feedback_review").set_value("reviewed or confident").run()
+    reviewed = app.data_editor[0].value
+    assert target["feedback_id"] in set(reviewed["feedback_id"])
+    assert not reviewed["needs_review"].any()
+    app.selectbox(key="feedback_review").set_value("needs review").run()
+    in_review = app.data_editor[0].value
+    assert target["feedback_id"] not in set(in_review["feedback_id"])
+    assert in_review["needs_review"].all()
+    app.selectbox(key="feedback_review").set_value("(all)").run()
+    app.slider(key="feedback_confidence").set_value(0.5).run()
+    unsure = app.data_editor[0].value
+    assert target["feedback_id"] not in set(unsure["feedback_id"])
+    assert (unsure["confidence"] <= 0.5).all()
+    assert "neutral" in app.selectbox(key="feedback_polarity").options
+
 
 def test_serving_page_shows_requests_per_arm(url: str, demo_engine: Engine) -> None:
     app = open_page(url, "serving")

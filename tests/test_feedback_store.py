@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from feedback.codebook import codebook_version
 from feedback.errors import FeedbackInputError, UnknownFeedbackError, UnknownThemeError
-from feedback.models import CorrectionRow
+from feedback.models import CorrectionRow, TaggingRow, TagRow
 from feedback.store import correct_tags, list_themes, search_comments, theme_counts
 from tests.feedback_factories import BASE_TIME, add_comment, add_exposure
 
@@ -80,7 +81,7 @@ def test_a_correction_becomes_the_comments_authoritative_tags(db_session: Sessio
     [
         ([], "negative", FeedbackInputError),
         (["no_such_theme"], "negative", UnknownThemeError),
-        (["latency"], "neutral", FeedbackInputError),
+        (["latency"], "mixed", FeedbackInputError),
     ],
 )
 def test_bad_corrections_are_refused_naming_the_field(
@@ -151,10 +152,12 @@ def test_theme_counts_by_arm_language_and_day(db_session: Session) -> None:
     a2 = add_comment(db_session, "slow and wrong", user_id="u-a", at=BASE_TIME + dt.timedelta(1))
     b1 = add_comment(db_session, "so fast", user_id="u-b", language="go", at=BASE_TIME)
     add_comment(db_session, "not tagged yet", user_id="u-b", language="go", at=BASE_TIME)
+    b2 = add_comment(db_session, "could it wait a bit?", user_id="u-b", at=BASE_TIME)
     for comment, themes, polarity in (
         (a1, ["latency"], "negative"),
         (a2, ["latency", "wrong_suggestions"], "negative"),
         (b1, ["speed"], "positive"),
+        (b2, ["feature_request"], "neutral"),
     ):
         correct_tags(
             db_session, feedback_id=comment, theme_ids=themes, polarity=polarity, corrected_by="ana"
@@ -163,10 +166,65 @@ def test_theme_counts_by_arm_language_and_day(db_session: Session) -> None:
     arms = {g.group: g for g in counts.by("arm")}
     assert (arms["control"].comments, arms["control"].tagged, arms["control"].negative) == (2, 2, 2)
     assert arms["control"].themes == {"latency": 2, "wrong_suggestions": 1}
-    assert arms["treatment"].comments == 2 and arms["treatment"].themes == {"speed": 1}
-    assert arms["treatment"].positive_share == 1.0
+    assert arms["treatment"].comments == 3
+    assert arms["treatment"].themes == {"speed": 1, "feature_request": 1}
+    # A request is neither praise nor complaint: it counts as neutral, in neither share.
+    assert (arms["treatment"].positive, arms["treatment"].neutral) == (1, 1)
+    assert arms["treatment"].positive_share == 0.5
+    assert arms["treatment"].negative_share == 0.0
     languages = {g.group: g for g in counts.by("language")}
     assert languages["go"].comments == 2 and languages["go"].tagged == 1
     assert [g.group for g in counts.by("day")] == ["2026-11-10", "2026-11-11"]
     go_only = theme_counts(db_session, language="go", end=BASE_TIME + dt.timedelta(hours=1))
     assert go_only.by("arm") == [] and [g.group for g in go_only.by("language")] == ["go"]
+
+
+def test_review_filters_pick_the_comments_the_tagger_was_unsure_of(db_session: Session) -> None:
+    sure = add_comment(db_session, "suggestions take ages")
+    unsure = add_comment(db_session, "hmm, interesting")
+    polarity_unsure = add_comment(db_session, "it writes tests")
+    untagged = add_comment(db_session, "not tagged yet")
+    tagging = {
+        sure: (0.95, 0.9, False),
+        unsure: (0.3, 0.8, True),
+        polarity_unsure: (0.9, 0.55, True),
+    }
+    theme = {sure: "latency", unsure: "other", polarity_unsure: "test_generation"}
+    for comment, (theme_confidence, polarity_confidence, review) in tagging.items():
+        db_session.add(
+            TaggingRow(
+                event_id=comment,
+                polarity="neutral",
+                polarity_confidence=polarity_confidence,
+                source="model",
+                codebook_version=codebook_version(db_session),
+                needs_review=review,
+            )
+        )
+        db_session.flush()
+        db_session.add(
+            TagRow(
+                event_id=comment,
+                theme_id=theme[comment],
+                confidence=theme_confidence,
+                source="model",
+                needs_review=review,
+            )
+        )
+    db_session.flush()
+
+    def ids(**filters: object) -> set[uuid.UUID]:
+        return {c.feedback_id for c in search_comments(db_session, **filters)}  # type: ignore[arg-type]
+
+    assert ids(needs_review=True) == {unsure, polarity_unsure}
+    assert ids(needs_review=False) == {sure}
+    # Confidence is the lower of the top theme's and the polarity's; untagged ones have none.
+    assert ids(max_confidence=0.6) == {unsure, polarity_unsure}
+    assert ids(max_confidence=0.4) == {unsure}
+    assert ids(max_confidence=1.0) == {sure, unsure, polarity_unsure}
+    assert untagged in ids()
+    views = {c.feedback_id: c for c in search_comments(db_session)}
+    assert views[polarity_unsure].confidence == 0.55 and views[untagged].confidence is None
+    assert ids(polarity="neutral") == {sure, unsure, polarity_unsure}
+    with pytest.raises(FeedbackInputError, match="max_confidence"):
+        search_comments(db_session, max_confidence=1.5)

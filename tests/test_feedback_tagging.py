@@ -6,16 +6,25 @@ fixed slice of the labelled set so the whole module stays fast.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from feedback.codebook import add_theme, codebook_version, list_themes
-from feedback.dataset import Example, load_labelled, phrase_examples
+from feedback.dataset import Example, load_labelled, load_real, phrase_examples
 from feedback.discovery import accept_proposal, discover
 from feedback.embedder import EmbedderIntegrityError, load_embedder, model_dir
-from feedback.evaluation import codebook_only, cross_validated, fit, score
+from feedback.evaluation import (
+    Embedded,
+    codebook_only,
+    evaluate_labelled,
+    fit,
+    group_cross_validated,
+    score,
+)
 from feedback.features import CommentInput
 from feedback.model import TaggerModel
 from feedback.models import TaggerRow
@@ -54,6 +63,18 @@ def small_labelled() -> list[Example]:
 
 
 @pytest.fixture(scope="session")
+def real_sample() -> list[Example]:
+    """Ten real training comments per primary theme, each its own source (about 120)."""
+    taken: dict[str, int] = {}
+    out = []
+    for example in load_real():
+        if example.split == "train" and taken.get(example.primary, 0) < 10:
+            taken[example.primary] = taken.get(example.primary, 0) + 1
+            out.append(example)
+    return out
+
+
+@pytest.fixture(scope="session")
 def small_model(codebook_tagger: Tagger, small_labelled: list[Example]) -> TaggerModel:
     phrases = phrase_examples(codebook_tagger.themes)
     return fit(
@@ -75,7 +96,8 @@ def test_weights_with_another_hash_are_refused() -> None:
     [
         ("Suggestions take forever to appear, it is so laggy", 1, "latency", "negative"),
         ("It writes my unit tests and test fixtures for me", 5, "test_generation", "positive"),
-        ("Is my source code sent to an external server?", None, "trust_privacy", "negative"),
+        # A question is neither praise nor complaint.
+        ("Is my source code sent to an external server?", None, "trust_privacy", "neutral"),
     ],
 )
 def test_the_codebook_alone_tags_clear_comments(
@@ -96,10 +118,10 @@ def test_a_trained_model_survives_storage_and_tags_the_same(
     vectors = codebook_tagger.embed(comments)
     tagger = codebook_tagger.with_model(small_model)
     restored = codebook_tagger.with_model(TaggerModel.from_bytes(small_model.to_bytes()))
-    np.testing.assert_allclose(
-        tagger.theme_probabilities(comments, vectors),
-        restored.theme_probabilities(comments, vectors),
-    )
+    before, after = tagger.predict(comments, vectors), restored.predict(comments, vectors)
+    for field in ("themes", "primary", "polarity"):
+        # Coefficients are stored as float32: probabilities agree to ~1e-6.
+        np.testing.assert_allclose(getattr(before, field), getattr(after, field), atol=1e-5)
     assert [t.top_theme for t in restored.tag_embedded(comments, vectors)] == [
         "disruptive",
         "documentation",
@@ -128,7 +150,10 @@ def test_the_worker_tags_pending_comments_and_keeps_corrections(
     assert {c.feedback_id for c in search_comments(db_session, tagged=False)} == {slow, tests}
     row = retrain(db_session, labelled=small_labelled, folds=3, tagger=codebook_tagger)
     assert row.n_corrections >= 1 and row.n_examples == len(small_labelled) + row.n_corrections
-    assert set(row.metrics) >= {"top1_accuracy", "polarity_accuracy", "macro_f1"}
+    figures = row.metrics["group k-fold"]
+    assert isinstance(figures, dict) and figures["folds"] == 3
+    assert set(figures) >= {"top1_accuracy", "primary_accuracy", "polarity_accuracy", "macro_f1"}
+    assert set(figures) >= {"per_theme", "theme_confusion", "polarity_confusion"}
     tagger = codebook_tagger.with_model(TaggerModel.from_bytes(row.weights))
 
     result = tag_pending(db_session, tagger=tagger)
@@ -180,53 +205,99 @@ def _tagging(*themes: tuple[str, float], polarity: str = "positive") -> Tagging:
     return Tagging(themes=scores, polarity=polarity, polarity_confidence=0.9, needs_review=False)
 
 
-def _example(*themes: str, polarity: str = "positive") -> Example:
-    return Example(comment=CommentInput("x"), theme_ids=themes, polarity=polarity)
+def _example(*themes: str, polarity: str = "positive", primary: str = "") -> Example:
+    return Example(comment=CommentInput("x"), theme_ids=themes, polarity=polarity, primary=primary)
 
 
 def test_scores_on_a_fixed_set() -> None:
     truth = [
         _example("speed"),
-        _example("speed", "boilerplate"),
+        _example("speed", "boilerplate", primary="boilerplate"),
         _example("latency", polarity="negative"),
-        _example("boilerplate"),
+        _example("boilerplate", polarity="neutral"),
     ]
     predicted = [
         _tagging(("speed", 0.9)),
-        _tagging(("boilerplate", 0.8), ("latency", 0.4)),
+        _tagging(("speed", 0.8), ("latency", 0.4)),
         _tagging(("latency", 0.7), polarity="negative"),
         _tagging(("speed", 0.6), polarity="negative"),
     ]
-    report = score("fixed", ["speed", "boilerplate", "latency", "other"], truth, predicted)
+    themes = ["speed", "boilerplate", "latency", "other"]
+    report = score("fixed", themes, truth, predicted)
     by_theme = {m.theme_id: m for m in report.per_theme}
     assert report.top1_accuracy == pytest.approx(0.75)
+    # The second comment's top theme is one of its themes, but not its primary one.
+    assert report.primary_accuracy == pytest.approx(0.5)
     assert report.polarity_accuracy == pytest.approx(0.75)
-    assert (by_theme["speed"].precision, by_theme["speed"].recall) == (0.5, 0.5)
-    assert (by_theme["boilerplate"].precision, by_theme["boilerplate"].recall) == (1.0, 0.5)
+    assert report.signed_polarity_accuracy == pytest.approx(1.0)
+    assert (by_theme["speed"].precision, by_theme["speed"].recall) == (2 / 3, 1.0)
+    assert (by_theme["boilerplate"].precision, by_theme["boilerplate"].recall) == (0.0, 0.0)
     assert by_theme["latency"].f1 == pytest.approx(2 / 3)
     assert by_theme["other"].support == 0
-    # Macro-F1 averages the themes that occur: (0.5 + 2/3 + 2/3) / 3.
-    assert report.macro_f1 == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
+    # Macro-F1 averages the themes that occur: (0.8 + 0 + 2/3) / 3.
+    assert report.macro_f1 == pytest.approx((0.8 + 0 + 2 / 3) / 3)
+    # Rows are the true primary theme, columns the predicted top theme.
+    assert report.theme_confusion[1] == (2, 0, 0, 0)
+    assert report.theme_confusion[0] == (1, 0, 0, 0)
+    assert report.polarity_confusion == ((2, 0, 0), (0, 1, 0), (0, 1, 0))
+    assert report.to_json()["theme_confusion"] == {
+        "labels": themes,
+        "counts": [[1, 0, 0, 0], [2, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]],
+    }
 
 
-def test_learning_from_corrections_beats_the_codebook_alone_on_a_small_fixed_set(
+def test_learning_beats_the_codebook_alone_and_folds_keep_sources_apart(
+    codebook_tagger: Tagger, real_sample: list[Example]
+) -> None:
+    # Two comments per source: a fold that split a source would leak its twin.
+    examples = [
+        dataclasses.replace(e, source=f"thread-{i // 2}", split="train")
+        for i, e in enumerate(real_sample)
+    ]
+    data = Embedded.of(codebook_tagger, examples)
+    rows = data.indices("train")
+    plain = codebook_only(codebook_tagger, examples, data.vectors)
+    learned = group_cross_validated(codebook_tagger, data, rows, folds=3)
+    assert learned.comments == plain.comments == len(examples)
+    assert learned.folds == 3 and plain.folds is None
+    assert learned.protocol == "group k-fold"
+    assert learned.top1_accuracy > plain.top1_accuracy
+    assert learned.polarity_accuracy > plain.polarity_accuracy
+    from sklearn.model_selection import GroupKFold
+
+    groups = [e.source for e in examples]
+    for train, test in GroupKFold(n_splits=3).split(rows, groups=groups):
+        assert not {groups[i] for i in train} & {groups[i] for i in test}
+    with pytest.raises(ValueError, match="at least 3 sources"):
+        group_cross_validated(codebook_tagger, data, rows[:4], folds=3)
+
+
+def test_the_untouched_split_is_scored_by_a_model_that_never_saw_it(
     codebook_tagger: Tagger, small_labelled: list[Example]
 ) -> None:
-    vectors = codebook_tagger.embed([e.comment for e in small_labelled])
-    phrases = phrase_examples(codebook_tagger.themes)
-    phrase_vectors = codebook_tagger.embed([e.comment for e in phrases])
-    plain = codebook_only(codebook_tagger, small_labelled, vectors)
-    learned = cross_validated(
-        codebook_tagger, small_labelled, vectors, phrases, phrase_vectors, folds=3
+    examples = [
+        dataclasses.replace(e, source=f"thread-{i}", split="test" if i % 4 == 0 else "train")
+        for i, e in enumerate(small_labelled)
+    ]
+    reports = evaluate_labelled(codebook_tagger, examples, folds=3)
+    assert [(r.mode, r.protocol) for r in reports] == [
+        ("codebook only", "untouched split"),
+        ("with learning", "untouched split"),
+        ("codebook only", "group k-fold"),
+        ("with learning", "group k-fold"),
+    ]
+    tested = sum(e.split == "test" for e in examples)
+    trained = len(examples) - tested
+    assert [r.comments for r in reports] == [tested, tested, trained, trained]
+    # The test comments, learned as training data, would be tagged (near) perfectly; held out
+    # they are not: the figure comes from a model that did not see them.
+    data = Embedded.of(codebook_tagger, examples)
+    test = data.indices("test")
+    seen = codebook_tagger.with_model(data.fit(codebook_tagger, range(len(examples))))
+    memorised = score(
+        "seen", codebook_tagger.theme_ids, [examples[i] for i in test], data.tag(seen, test)
     )
-    assert learned.comments == plain.comments == len(small_labelled)
-    assert learned.folds == 3 and plain.folds is None
-    assert learned.top1_accuracy >= plain.top1_accuracy
-    assert learned.polarity_accuracy >= 0.85
-    with pytest.raises(ValueError, match="at least 3"):
-        cross_validated(
-            codebook_tagger, small_labelled[:2], vectors[:2], phrases, phrase_vectors, folds=3
-        )
+    assert memorised.primary_accuracy >= reports[1].primary_accuracy
 
 
 def test_discovery_proposes_themes_from_other_comments(

@@ -132,3 +132,35 @@ def test_downgrade_to_base_and_upgrade_again(scratch_database_url: str) -> None:
 def test_upgrade_is_idempotent(database_url: str) -> None:
     upgrade(database_url)
     assert current_revision(database_url) == head_revision(database_url)
+
+
+def test_the_codebook_revision_keeps_edits_people_made(scratch_database_url: str) -> None:
+    url = scratch_database_url
+    upgrade(url, "a4c9e1d27b35")
+    with connect(url) as conn:
+        conn.execute("UPDATE feedback_themes SET description = 'Ours.' WHERE id = 'latency'")
+        conn.execute(
+            "INSERT INTO feedback_theme_history (theme_id, action, before, after, actor) "
+            "VALUES ('latency', 'edit', '{}', '{}', 'ana')"
+        )
+    upgrade(url)
+    with connect(url) as conn:
+        rows = conn.execute(
+            "SELECT t.id, t.description, count(h.id) AS edits FROM feedback_themes t "
+            "JOIN feedback_theme_history h ON h.theme_id = t.id "
+            "WHERE h.actor = 'migration:b81f5d3e9a47' OR t.id = 'latency' GROUP BY t.id"
+        ).fetchall()
+    revised = {row["id"]: row["description"] for row in rows}
+    assert revised["latency"] == "Ours."
+    assert revised["other"].startswith("Overall verdicts and comparisons between tools")
+    assert len(revised) == 13
+    command.downgrade(alembic_config(url), "a4c9e1d27b35")
+    with connect(url) as conn:
+        other = conn.execute(
+            "SELECT description FROM feedback_themes WHERE id = 'other'"
+        ).fetchone()
+        revisions = conn.execute(
+            "SELECT count(*) AS n FROM feedback_theme_history WHERE actor LIKE 'migration:%'"
+        ).fetchone()
+    assert other is not None and other["description"] == "Anything that fits no other theme."
+    assert revisions is not None and revisions["n"] == 0

@@ -22,7 +22,6 @@ from feedback.errors import FeedbackInputError, UnknownThemeError
 from feedback.options import DEFAULT_FOLDS, DEFAULT_RETRAIN_AFTER, LEANINGS, RETRAIN_FOLDS
 
 if TYPE_CHECKING:
-    from feedback.evaluation import EvaluationReport
     from feedback.worker import TagRunResult
 
 app = command_app("Feedback tagging: themes and polarity of comments.")
@@ -66,18 +65,11 @@ def retrain_command(
     with configured_session() as session:
         row = retrain(session, folds=folds)
         session.commit()
-        typer.echo(
-            f"tagger {row.id}: {row.n_examples} examples ({row.n_corrections} corrections); "
-            f"{json.dumps(row.metrics)}"
-        )
-
-
-def _report_json(report: EvaluationReport) -> dict[str, object]:
-    per_theme = {
-        m.theme_id: {"precision": m.precision, "recall": m.recall, "f1": m.f1, "support": m.support}
-        for m in report.per_theme
-    }
-    return {**report.summary(), "per_theme": per_theme}
+        typer.echo(f"tagger {row.id}: {row.n_examples} examples ({row.n_corrections} corrections)")
+        for protocol, figures in row.metrics.items():
+            assert isinstance(figures, dict)
+            headline = {k: v for k, v in figures.items() if not isinstance(v, dict)}
+            typer.echo(f"  {protocol}: {json.dumps(headline)}")
 
 
 @app.command("evaluate")
@@ -88,7 +80,8 @@ def evaluate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Per-theme P/R/F1, macro-F1, top-1 and polarity accuracy, without and with learning."""
+    """Figures of the codebook-only and the learned tagger, on the untouched split and under
+    group k-fold by source: top-1, top-1 = primary, polarity, macro-F1, per theme, confusions."""
     from feedback import codebook
     from feedback.dataset import load_labelled, resolve_themes
     from feedback.evaluation import evaluate_labelled, render
@@ -110,7 +103,7 @@ def evaluate(
     except ValueError as exc:
         raise CommandError(exc) from None
     if as_json:
-        typer.echo(json.dumps([_report_json(r) for r in reports], indent=2))
+        typer.echo(json.dumps([r.to_json() for r in reports], indent=2))
     else:
         typer.echo(render(reports))
 
@@ -165,7 +158,7 @@ def shares(
     by: Annotated[str, typer.Option(help="'arm' (needs --experiment) or 'language'.")] = "language",
     experiment: Annotated[str | None, typer.Option(help="Experiment key.")] = None,
 ) -> None:
-    """Theme and positive shares per arm or language, with 95% CIs (users as the unit)."""
+    """Theme and polarity shares per arm or language, with 95% CIs (users as the unit)."""
     if by not in ("arm", "language"):
         raise CommandError(FeedbackInputError("--by", "must be 'arm' or 'language'"))
     from feedback.analysis import theme_shares

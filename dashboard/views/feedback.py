@@ -19,6 +19,10 @@ DEFAULT_DAYS = 30
 EDITOR_KEY = "tag_editor"
 _FLASH = "feedback_flash"
 ALL = "(all)"
+# Praise green, complaints red, the rest grey: the colours a reader expects without a legend.
+POLARITY_COLOURS = {"positive": "#2e7d32", "negative": "#c62828", "neutral": "#9e9e9e"}
+COMMENTS_COLOUR = "#1f77b4"
+REVIEW_CHOICES = {ALL: None, "needs review": True, "reviewed or confident": False}
 
 
 def render(context: PageContext) -> None:
@@ -37,11 +41,12 @@ def render(context: PageContext) -> None:
     start = end - dt.timedelta(days=days)
     counts = cached.feedback_counts(url, experiment_key, start, end)
     overall = counts["overall"].iloc[0]
-    kpis = st.columns(4)
+    kpis = st.columns(5)
     kpis[0].metric("Comments", f"{int(overall['comments']):,}")
     kpis[1].metric("Tagged", f"{int(overall['tagged']):,}")
     kpis[2].metric("Positive share", pct(overall["positive_share"]))
-    kpis[3].metric("Negative", f"{int(overall['negative']):,}")
+    kpis[3].metric("Negative share", pct(overall["negative_share"]))
+    kpis[4].metric("Neutral", f"{int(overall['neutral']):,}")
     if int(overall["tagged"]) == 0 and int(overall["comments"]) > 0:
         st.info("No comment is tagged yet: the comments below are shown untagged.")
 
@@ -63,7 +68,10 @@ def render(context: PageContext) -> None:
         st.subheader("Over time")
         by_day = counts["day"]
         if not by_day.empty:
-            st.line_chart(by_day.set_index("day")[["comments", "positive", "negative"]])
+            st.line_chart(
+                by_day.set_index("day")[["comments", *POLARITY_COLOURS]],
+                color=[COMMENTS_COLOUR, *POLARITY_COLOURS.values()],
+            )
         table(by_day, "feedback by day")
 
     _comments(context, experiment_key)
@@ -84,6 +92,23 @@ def _comments(context: PageContext, experiment_key: str | None) -> None:
     polarity = columns[2].selectbox("Polarity", [ALL, *POLARITIES], key="feedback_polarity")
     languages = cached.filter_options(url).languages
     language = columns[3].selectbox("Language", [ALL, *languages], key="feedback_language")
+    review_columns = st.columns([1, 2])
+    review = review_columns[0].selectbox(
+        "Review",
+        list(REVIEW_CHOICES),
+        key="feedback_review",
+        help="Needs review: the tagger was unsure of a theme or of the polarity.",
+    )
+    max_confidence = review_columns[1].slider(
+        "Confidence at most",
+        0.0,
+        1.0,
+        1.0,
+        0.05,
+        key="feedback_confidence",
+        help="The lower of the top theme's and the polarity's confidence; lower it to see the "
+        "comments the tagger was least sure of.",
+    )
     comments = cached.comments(
         url,
         query,
@@ -91,6 +116,8 @@ def _comments(context: PageContext, experiment_key: str | None) -> None:
         None if polarity == ALL else polarity,
         None if language == ALL else language,
         experiment_key,
+        REVIEW_CHOICES[review],
+        None if max_confidence >= 1.0 else max_confidence,
     )
     st.caption(
         f"{len(comments)} comments (newest first). Edit themes and polarity, then save: "
@@ -109,7 +136,10 @@ def _comments(context: PageContext, experiment_key: str | None) -> None:
                 "themes", options=list(themes), format_func=lambda t: themes.get(t, t)
             ),
             "polarity": st.column_config.SelectboxColumn("polarity", options=list(POLARITIES)),
-            "polarity_confidence": st.column_config.NumberColumn("confidence", format="%.2f"),
+            "polarity_confidence": st.column_config.NumberColumn(
+                "polarity confidence", format="%.2f"
+            ),
+            "confidence": st.column_config.NumberColumn("confidence", format="%.2f"),
         },
     )
     st.download_button(
