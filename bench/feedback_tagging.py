@@ -6,7 +6,8 @@ It
 1. loads the sentence model (timed: once per process);
 2. makes 1,000 distinct comments (the labelled set's texts, real comments first, with varied
    openings and endings);
-3. times ``Tagger.tag`` on them (embedding and classifiers, nothing cached);
+3. times ``Tagger.tag`` on them (embedding and classifiers, nothing cached), codebook only and
+   then with the trained model;
 4. in a scratch database, trains a tagger version (timed apart), stores the comments as
    feedback rows and times ``tag_pending``: reading, tagging and writing tags, batch commits.
 
@@ -38,6 +39,7 @@ from feedback.codebook import list_themes
 from feedback.dataset import load_labelled
 from feedback.embedder import get_embedder
 from feedback.features import CommentInput
+from feedback.model import TaggerModel
 from feedback.tagger import Tagger
 from feedback.worker import latest_tagger, retrain, tag_pending
 
@@ -140,6 +142,15 @@ def main() -> None:
             f"{training.cpu:.2f} s CPU"
         )
 
+        learned = tagger.with_model(TaggerModel.from_bytes(row.weights))
+        embedder.clear_cache()
+        with Timer() as learned_alone:
+            learned.tag(batch)
+        print(
+            f"Tagger.tag, {args.comments} comments (learned model): "
+            f"{learned_alone.wall:.2f} s wall, {learned_alone.cpu:.2f} s CPU"
+        )
+
         session.execute(insert(FeedbackRow), feedback_rows(batch))
         session.commit()
         embedder.clear_cache()
@@ -161,6 +172,7 @@ def main() -> None:
         "comments": args.comments,
         "model_load": load.figures(),
         "tagger_tag": alone.figures(),
+        "tagger_tag_learned": learned_alone.figures(),
         "retrain": training.figures(),
         "retrain_metrics": {
             protocol: {k: v for k, v in figures.items() if not isinstance(v, dict)}
