@@ -8,7 +8,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from backtest import source_files as data
-from serving.gateway.protocol import language_of
+from core.languages import language_from_path
 
 # Directories that hold no source people wrote.
 SKIPPED_DIRECTORIES = frozenset({".git", ".hg", ".venv", "node_modules", "__pycache__"})
@@ -60,7 +60,7 @@ def directory_corpus(root: Path, languages: Collection[str] | None = None) -> li
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRECTORIES)
         for name in sorted(filenames):
-            language = language_of(name)
+            language = language_from_path(name)
             if not _wanted(language, languages):
                 continue
             path = Path(dirpath) / name

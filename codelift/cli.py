@@ -239,15 +239,28 @@ def keys_create(
     scope: Annotated[
         list[Scope] | None, typer.Option("--scope", help="Repeat for several; default: ingest.")
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            help="Bind the key to this developer: the gateway serves its requests as "
+            "theirs (for IDE clients that send no user)."
+        ),
+    ] = None,
 ) -> None:
     """Create an API key and print it; it is shown this once and never stored."""
     from core.auth.keys import create_api_key
 
     scopes = scope or [Scope.INGEST]
     with configured_session() as session:
-        key, secret = create_api_key(session, name=name, scopes=scopes)
+        try:
+            key, secret = create_api_key(session, name=name, scopes=scopes, user_id=user)
+        except ValueError as exc:
+            raise CommandError(exc) from None
         session.commit()
-        typer.echo(f"created key {key.id} ({key.name}, scopes: {', '.join(key.scopes)})", err=True)
+        owner = f", user: {key.user_id}" if key.user_id else ""
+        typer.echo(
+            f"created key {key.id} ({key.name}, scopes: {', '.join(key.scopes)}{owner})", err=True
+        )
         typer.echo(secret)
 
 
@@ -259,8 +272,10 @@ def keys_list() -> None:
     with configured_session() as session:
         for key in list_api_keys(session):
             state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            owner = f"  user {key.user_id}" if key.user_id else ""
             typer.echo(
                 f"{key.id:>5}  {key.prefix}…  {key.name:<30} {','.join(key.scopes):<20} {state}"
+                f"{owner}"
             )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
+from collections import Counter
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ from collector.parsing import ParsedBatch, accepted_window, parse_batch
 from collector.partitions_job import PartitionKeeper
 from collector.schemas import ConflictingEvent, IngestResult
 from collector.store import EventStore, WriteResult
+from core.languages import OTHER
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +141,11 @@ class IngestService:
             events.labels(conflict.event_type, "conflict").inc()
         for event_type, count in parsed.rejected_types.items():
             events.labels(event_type, "rejected").inc(count)
+        # Counted as received, like the rejections: a retried batch counts again.
+        other = Counter(
+            event.type  # type: ignore[attr-defined]
+            for event in parsed.valid
+            if event.language == OTHER
+        )
+        for event_type, count in other.items():
+            self._metrics.other_languages.labels(event_type).inc(count)

@@ -23,6 +23,15 @@ class CollectorMetrics:
             ["type", "result"],
             registry=self.registry,
         )
+        # The raw values are never a label: clients choose them, and every new label value is a
+        # new series. Which values they were is for the client's own logs, not for Prometheus.
+        self.other_languages = Counter(
+            "codelift_collector_other_languages",
+            "Valid events received whose language named no known language (stored as 'other'), "
+            "by event type.",
+            ["type"],
+            registry=self.registry,
+        )
         self.batches = Counter(
             "codelift_collector_batches",
             "Batches answered, by HTTP status.",

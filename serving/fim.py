@@ -105,3 +105,78 @@ def render(family: FimFamily, prefix: str, suffix: str) -> str:
 def stop_strings(family: FimFamily, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The family's stop strings followed by ``extra`` ones, without duplicates."""
     return tuple(dict.fromkeys((*TEMPLATES[family].stop, *extra)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """A prompt a client already rendered with some family's template, split back apart."""
+
+    family: FimFamily
+    prefix: str
+    suffix: str
+    # Text before the template's first marker (repository or file metadata some clients put
+    # there, such as StarCoder's ``<file_sep>path``): kept in front of the prefix.
+    preamble: str = ""
+
+
+def _markers(template: FimTemplate) -> list[str]:
+    """The literal pieces of a template around ``{prefix}`` and ``{suffix}``, in order."""
+    pieces: list[str] = []
+    rest = template.template
+    while rest:
+        at = min((i for i in (rest.find("{prefix}"), rest.find("{suffix}")) if i >= 0), default=-1)
+        if at < 0:
+            pieces.append(rest)
+            break
+        pieces.append(rest[:at])
+        rest = rest[at + len("{prefix}") :]  # both placeholders are 8 characters long
+    return pieces
+
+
+# Families whose markers are unmistakable in source code (InCoder's are generic masks, and
+# Codestral's ``[PREFIX]`` could be an array index): only these are split back.
+_DETECTABLE = (
+    FimFamily.STARCODER,
+    FimFamily.QWEN25_CODER,
+    FimFamily.DEEPSEEK_CODER,
+    FimFamily.CODELLAMA,
+    FimFamily.CODEGEMMA,
+)
+
+
+def split_rendered(prompt: str) -> RenderedPrompt | None:
+    """The prefix and suffix of a prompt already carrying a fill-in-the-middle template.
+
+    IDE clients such as Continue and llm-ls render the template themselves and send the result
+    as a plain ``prompt``; templating it again would nest two templates and the model would
+    answer junk. Recognised when the prompt holds the family's markers in order, the last one
+    ending the prompt (the model continues from there).
+    """
+    for family in _DETECTABLE:
+        template = TEMPLATES[family]
+        head, *middle, tail = _markers(template)
+        if tail and not prompt.endswith(tail.rstrip(" ")):
+            continue
+        first = head.strip(" ") if head else middle[0].strip(" ")
+        start = prompt.find(first)
+        if not first or start < 0:
+            continue
+        layout = template.template
+        suffix_first = layout.find("{suffix}") < layout.find("{prefix}")
+        body = prompt[start + len(head.rstrip(" ")) :] if head else prompt[start:]
+        end = len(body) - len(tail.rstrip(" ")) if tail else len(body)
+        body = body[:end]
+        separator = middle[0] if middle else ""
+        marker = separator.strip(" ")
+        if not marker or marker not in body:
+            continue
+        one, _, two = body.partition(marker)
+        # Templates put a space around some markers (CodeLlama's "<PRE> {prefix} <SUF>"): the
+        # client's rendering has them too, so they are not code.
+        one = one.removeprefix(" ") if head.endswith(" ") else one
+        one = one.removesuffix(" ") if separator.startswith(" ") else one
+        two = two.removeprefix(" ") if separator.endswith(" ") else two
+        two = two.removesuffix(" ") if tail.startswith(" ") else two
+        prefix, suffix = (two, one) if suffix_first else (one, two)
+        return RenderedPrompt(family, prefix, suffix, preamble=prompt[:start])
+    return None

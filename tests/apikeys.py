@@ -25,10 +25,17 @@ class Key:
         return {"Authorization": f"Bearer {self.secret}"}
 
 
-def commit_key(engine: Engine, name: str, scopes: list[Scope], *, revoked: bool = False) -> Key:
+def commit_key(
+    engine: Engine,
+    name: str,
+    scopes: list[Scope],
+    *,
+    revoked: bool = False,
+    user_id: str | None = None,
+) -> Key:
     """Create (and commit) an API key the running collector can see."""
     with Session(engine) as session:
-        key, secret = create_api_key(session, name=name, scopes=scopes)
+        key, secret = create_api_key(session, name=name, scopes=scopes, user_id=user_id)
         if revoked:
             revoke_api_key(session, key_id=key.id)
         session.commit()
@@ -38,4 +45,6 @@ def commit_key(engine: Engine, name: str, scopes: list[Scope], *, revoked: bool 
 class MakeKey(Protocol):
     """The ``make_key`` fixture: commit a key that is deleted after the test."""
 
-    def __call__(self, name: str, scopes: list[Scope], *, revoked: bool = False) -> Key: ...
+    def __call__(
+        self, name: str, scopes: list[Scope], *, revoked: bool = False, user_id: str | None = None
+    ) -> Key: ...

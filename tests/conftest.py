@@ -140,8 +140,10 @@ def make_key(engine: Engine, pg: PgConnection) -> Iterator[MakeKey]:
     """Commit keys for one test; they are deleted after it."""
     made: list[int] = []
 
-    def make(name: str, scopes: list[Scope], *, revoked: bool = False) -> Key:
-        key = commit_key(engine, name, scopes, revoked=revoked)
+    def make(
+        name: str, scopes: list[Scope], *, revoked: bool = False, user_id: str | None = None
+    ) -> Key:
+        key = commit_key(engine, name, scopes, revoked=revoked, user_id=user_id)
         made.append(key.id)
         return key
 

@@ -49,7 +49,22 @@ PUBLIC = {
 # Every other route, and the scope its key needs. A new route fails the test until it is
 # listed here, so nobody adds an endpoint without deciding who may call it.
 COLLECTOR_SCOPES = {("POST", "/v1/events"): Scope.INGEST}
-GATEWAY_SCOPES = {("POST", "/v1/completions"): Scope.SERVE, ("GET", "/v1/models"): Scope.SERVE}
+GATEWAY_SCOPES = {
+    ("POST", "/v1/completions"): Scope.SERVE,
+    ("POST", "/v1/fim/completions"): Scope.SERVE,
+    ("POST", "/infill"): Scope.SERVE,
+    ("POST", "/generate"): Scope.SERVE,
+    ("GET", "/v1/models"): Scope.SERVE,
+    ("GET", "/v1/models/{model_id:path}"): Scope.SERVE,
+}
+# A request each protected route answers 200 to, given the right key (the model path below is
+# the default variant's model).
+BODIES: dict[str, dict[str, Any]] = {
+    "/v1/completions": {"prompt": "x", "user": "u", "max_tokens": 4},
+    "/v1/fim/completions": {"prompt": "x", "suffix": "", "user": "u", "max_tokens": 4},
+    "/infill": {"input_prefix": "x", "input_suffix": "", "user": "u", "n_predict": 4},
+    "/generate": {"inputs": "x", "user": "u", "parameters": {"max_new_tokens": 4}},
+}
 
 
 def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:
@@ -99,8 +114,10 @@ def call(base_url: str, method: str, path: str, key: Key | None) -> httpx.Respon
     body: dict[str, Any] | None = None
     if path == "/v1/events":
         body = factories.batch(factories.suggestion_shown())
-    elif path == "/v1/completions":
-        body = {"prompt": "x", "user": "u", "max_tokens": 4}
+    elif path in BODIES:
+        body = BODIES[path]
+    elif path == "/v1/models/{model_id:path}":
+        path = f"/v1/models/{DEFAULT_VARIANT.model}"
     headers = key.headers if key else {}
     return httpx.request(method, f"{base_url}{path}", json=body, headers=headers, timeout=10)
 

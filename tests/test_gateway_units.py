@@ -17,7 +17,7 @@ from experiments.variants import FimFamily
 from serving.event_logger import EventLogger
 from serving.gateway.config import GatewaySettings
 from serving.gateway.errors import error_response, from_auth_error, rate_limited
-from serving.gateway.protocol import CompletionRequest, language_of
+from serving.gateway.protocol import CompletionRequest
 
 
 def test_settings_read_nested_values_from_the_environment(
@@ -225,14 +225,23 @@ def test_a_disabled_logger_takes_nothing() -> None:
     [
         ("src/app.py", "python"),
         ("C:\\code\\Main.JAVA", "java"),
-        ("web/App.tsx", "typescriptreact"),
-        ("Makefile", "unknown"),
+        ("web/App.tsx", "typescript"),
+        ("file:///home/ada/src/lib.rs", "rust"),
         ("notes.txt", "unknown"),
         (None, "unknown"),
     ],
 )
 def test_language_from_the_file_extension(filepath: str | None, language: str) -> None:
-    assert language_of(filepath) == language
+    request = CompletionRequest(prompt="x", user="u", filepath=filepath)
+    assert request.language_name == language
+
+
+def test_a_language_nobody_knows_is_other_and_an_alias_is_folded() -> None:
+    assert CompletionRequest(prompt="x", user="u", language="__main__").language_name == "other"
+    assert CompletionRequest(prompt="x", user="u", language="py").language_name == "python"
+    # An unknown name with a known file: the file says.
+    request = CompletionRequest(prompt="x", user="u", language="plaintext", filepath="a.go")
+    assert request.language_name == "go"
 
 
 def test_a_sent_language_wins_over_the_extension() -> None:

@@ -114,8 +114,8 @@ TEXTS: tuple[tuple[str, str, int], ...] = (
     ("exposure", "arm", 128),
     ("completion_served", "suggestion_id", 128),
     ("completion_served", "request_id", 128),
+    # Not language: it is folded onto a closed set, never rejected for its content.
     ("exposure", "ide", 64),
-    ("exposure", "language", 64),
     ("completion_served", "finish_reason", 64),
     ("exposure", "plugin_version", 256),
     ("completion_served", "model", 256),
@@ -550,11 +550,33 @@ def test_empty_text_is_rejected(event_type: str, field: str, longest: int) -> No
     assert_rejected(factories.make(event_type, **{field: ""}), field, "at least 1 character")
 
 
-@pytest.mark.parametrize(
-    "field", ["user_id", "session_id", "ide", "language", "plugin_version", "experiment"]
-)
+@pytest.mark.parametrize("field", ["user_id", "session_id", "ide", "plugin_version", "experiment"])
 def test_whitespace_only_identifiers_are_rejected(field: str) -> None:
     assert_rejected(factories.exposure(**{field: "   "}), field, "at least 1 character")
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("py", "python"),
+        ("TypeScriptReact", "typescript"),
+        (" C++ ", "cpp"),
+        ("", "unknown"),
+        ("   ", "unknown"),
+        ("__main__", "other"),
+        ("0", "other"),
+        ("ab\x00cd", "other"),
+        ("\x1fpython", "other"),
+        ("x" * 5000, "other"),
+    ],
+)
+def test_language_is_folded_onto_known_ids_never_rejected(sent: str, stored: str) -> None:
+    assert accepted(factories.exposure(language=sent)).language == stored
+
+
+@pytest.mark.parametrize("sent", [5, None, ["python"], {"id": "python"}])
+def test_a_language_that_is_not_a_string_is_rejected(sent: Any) -> None:
+    assert_rejected(factories.exposure(language=sent), "language", "valid string")
 
 
 def test_language_ide_and_finish_reason_are_lower_cased_and_stripped() -> None:

@@ -34,18 +34,35 @@ def generate_secret() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def create_api_key(session: Session, *, name: str, scopes: Sequence[Scope]) -> tuple[ApiKey, str]:
-    """Store a new key and return it with its secret, which is not kept anywhere."""
+# The same limit as the events' user_id (collector.schemas.Id).
+MAX_USER_ID = 128
+
+
+def create_api_key(
+    session: Session, *, name: str, scopes: Sequence[Scope], user_id: str | None = None
+) -> tuple[ApiKey, str]:
+    """Store a new key and return it with its secret, which is not kept anywhere.
+
+    ``user_id`` binds the key to one developer: completions asked with it are that user's
+    (IDE clients such as Continue or Tabby send no user of their own).
+    """
     if not name.strip():
         raise ValueError("name: must not be empty")
     if not scopes:
         raise ValueError("scopes: a key needs at least one scope")
+    if user_id is not None:
+        user_id = user_id.strip()
+        if not user_id or len(user_id) > MAX_USER_ID or any(ord(c) < 32 for c in user_id):
+            raise ValueError(
+                f"user: must be 1 to {MAX_USER_ID} printable characters, got {user_id!r}"
+            )
     secret = generate_secret()
     key = ApiKey(
         name=name.strip(),
         prefix=secret[:10],
         key_hash=hash_key(secret),
         scopes=sorted({scope.value for scope in scopes}),
+        user_id=user_id,
     )
     session.add(key)
     session.flush()

@@ -1,4 +1,4 @@
-"""API keys: stored as a hash, with a name, scopes and a revocation time."""
+"""API keys: stored as a hash, with a name, scopes, an optional user and a revocation time."""
 
 from __future__ import annotations
 
@@ -27,5 +27,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    # The developer a personal key belongs to: requests made with it are that user's, whatever
+    # the body says. None for a shared (service) key, whose requests must name their user.
+    user_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[dt.datetime | None]

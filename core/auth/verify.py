@@ -53,9 +53,13 @@ class Principal:
     name: str
     scopes: frozenset[str]
     revoked: bool
+    # The developer a personal key belongs to; None for a shared key.
+    user_id: str | None = None
 
 
-_LOOKUP = "SELECT id, name, scopes, revoked_at IS NOT NULL FROM api_keys WHERE key_hash = %s"
+_LOOKUP = (
+    "SELECT id, name, scopes, revoked_at IS NOT NULL, user_id FROM api_keys WHERE key_hash = %s"
+)
 
 
 class KeyVerifier:
@@ -186,8 +190,8 @@ class KeyVerifier:
             if len(self._unknown) > self._max_misses:
                 self._unknown.popitem(last=False)
             return None
-        key_id, name, scopes, revoked = row
-        principal = Principal(key_id, name, frozenset(scopes), revoked)
+        key_id, name, scopes, revoked, user_id = row
+        principal = Principal(key_id, name, frozenset(scopes), revoked, user_id)
         self._unknown.pop(key_hash, None)
         self._known[key_hash] = (expiry, principal)
         self._known.move_to_end(key_hash)

@@ -15,6 +15,7 @@ from serving.gateway.config import GatewaySettings
 from serving.gateway.errors import (
     GatewayError,
     backend_unavailable,
+    bad_request,
     forbidden,
     from_auth_error,
     rate_limited,
@@ -43,6 +44,23 @@ class Caller:
             f"variant: API key {self.principal.name!r} may not choose a variant; that needs "
             "the 'evaluate' (or 'admin') scope",
             param="variant",
+        )
+
+    def user_for(self, body_user: str | None) -> str | GatewayError:
+        """Whose request this is: a personal key's developer, else the body's ``user``.
+
+        A key bound to a user wins over the body (an IDE client cannot serve one developer's
+        completions as another's); a shared key, or auth turned off, needs the body to say.
+        """
+        if self.principal is not None and self.principal.user_id is not None:
+            return self.principal.user_id
+        if body_user is not None:
+            return body_user
+        return bad_request(
+            "user is required: send it in the body (the developer's id), or use a personal "
+            "API key bound to the developer (codelift keys create NAME --scope serve "
+            "--user ID), which IDE clients that send no user need",
+            param="user",
         )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -44,10 +46,16 @@ def bad_request(message: str, *, param: str | None = None) -> GatewayError:
 
 def from_validation_error(exc: ValidationError) -> GatewayError:
     """400 naming the first invalid field of a request body."""
-    first = exc.errors(include_url=False)[0] if exc.errors() else None
-    if first is None:
+    errors = exc.errors(include_url=False)
+    if not errors:
         return bad_request("invalid request body")
+    first = errors[0]
     # Union members add their type to the location (("prompt", "str")): the field is the first.
+    # Of one field's errors the deepest is the one that matched the input's shape: a list of
+    # stops with an empty item fails as "not a string" too, but the item is what is wrong.
+    same_field = [e for e in errors if e["loc"][:1] == first["loc"][:1]]
+    # A union member's type mismatch ("should be a valid string") says least of all.
+    first = max(same_field, key=lambda e: (len(e["loc"]), not e["type"].endswith("_type")))
     param = str(first["loc"][0]) if first["loc"] else None
     if first["type"] == "json_invalid":
         return bad_request(f"request body is not valid JSON: {first['msg']}")
@@ -64,6 +72,8 @@ def _problem(error: ErrorDetails) -> str:
     if error["type"] == "string_too_short" and context.get("min_length") == 1:
         # Fields that logged events carry are stripped first: "   " is as empty as "".
         return "must not be empty or blank"
+    if error["type"] == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
     return error["msg"]
 
 
@@ -134,15 +144,21 @@ def backend_failed(message: str) -> GatewayError:
     return GatewayError(502, "server_error", message, code="backend_error")
 
 
-def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
-    """The HTTP response for ``error``: OpenAI's body, Retry-After and WWW-Authenticate."""
+def error_response(
+    error: GatewayError,
+    headers: dict[str, str] | None = None,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Response:
+    """The HTTP response for ``error``: OpenAI's body (or ``shape`` of it, a client's own
+    error shape), Retry-After and WWW-Authenticate."""
     all_headers = dict(headers or {})
     if error.retry_after_s is not None:
         all_headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
     if error.status == 401:
         all_headers["WWW-Authenticate"] = "Bearer"
+    body = error.body()
     return Response(
-        json.dumps(error.body()),
+        json.dumps(body if shape is None else shape(body)),
         status_code=error.status,
         headers=all_headers,
         media_type="application/json",

@@ -11,6 +11,8 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope as AsgiScope
 
@@ -36,6 +38,7 @@ from serving.backend import Backend
 from serving.gateway import routes
 from serving.gateway.config import GatewaySettings
 from serving.gateway.deps import ANONYMOUS, GatewayState
+from serving.gateway.dialects import FimCompletion, InfillRequest, TgiError, TgiGenerate
 from serving.gateway.errors import (
     GatewayError,
     body_too_large,
@@ -161,6 +164,13 @@ def create_app(
         ),
     )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths and methods answer in OpenAI's error shape too, like every other error.
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return error_response(GatewayError(exc.status_code, kind, message))
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
@@ -170,45 +180,59 @@ def create_app(
     return app
 
 
+# The plain Starlette routes (see routes.py), which FastAPI cannot see: path, handler, body,
+# error body (TGI's clients read TGI's own).
+_RAW_ROUTES: tuple[tuple[str, Any, type[BaseModel], type[BaseModel]], ...] = (
+    ("/v1/completions", routes.create_completion, CompletionRequest, ErrorResponse),
+    ("/v1/fim/completions", routes.create_fim_completion, FimCompletion, ErrorResponse),
+    ("/infill", routes.infill, InfillRequest, ErrorResponse),
+    ("/generate", routes.generate, TgiGenerate, TgiError),
+)
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    # /v1/completions is a plain Starlette route (see routes.py), so FastAPI cannot see it; its
-    # wire schema is added here for clients and schema-based fuzzers.
+    # The raw routes' wire schemas are added here for clients and schema-based fuzzers.
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         refs = "#/components/schemas/{model}"
-        for model in (CompletionRequest, ErrorResponse):
+        models = {m for _, _, body, error in _RAW_ROUTES for m in (body, error)}
+        for model in sorted(models, key=lambda m: m.__name__):
             body = model.model_json_schema(ref_template=refs)
             components.update(body.pop("$defs", {}))
             components[model.__name__] = body
-        error = {
-            "content": {
-                "application/json": {"schema": {"$ref": refs.format(model="ErrorResponse")}}
+        paths = schema.setdefault("paths", {})
+        for path, handler, model, error_model in _RAW_ROUTES:
+            error = {
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": refs.format(model=error_model.__name__)}
+                    }
+                }
             }
-        }
-        schema.setdefault("paths", {})["/v1/completions"] = {
-            "post": {
-                "summary": "Create Completion",
-                "description": routes.create_completion.__doc__,
-                "operationId": "create_completion",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": refs.format(model="CompletionRequest")}
-                        }
+            paths[path] = {
+                "post": {
+                    "summary": handler.__name__.replace("_", " ").capitalize(),
+                    "description": handler.__doc__,
+                    "operationId": handler.__name__,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": refs.format(model=model.__name__)}
+                            }
+                        },
                     },
-                },
-                "responses": {
-                    "200": {"description": "An OpenAI completion object (or server-sent events)."},
-                    **{
-                        str(status): {"description": "Error", **error}
-                        for status in (400, 401, 403, 404, 408, 413, 429, 502, 503)
+                    "responses": {
+                        "200": {"description": "A completion in the client's shape (or SSE)."},
+                        **{
+                            str(status): {"description": "Error", **error}
+                            for status in (400, 401, 403, 404, 408, 413, 429, 502, 503)
+                        },
                     },
-                },
+                }
             }
-        }
         app.openapi_schema = schema
     return app.openapi_schema

@@ -13,52 +13,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from collector.schemas import Id, Label, ShortText, Timestamp
+from core.languages import resolve_language
 from experiments.variants import VariantOverrides
 
 Text = Annotated[str, StringConstraints(max_length=1_000_000)]
+# Continue sends 12 stop strings, Tabby and llm-ls a handful: 16 leaves room, and each one costs
+# the post-processor a scan of every chunk.
+MAX_STOP_STRINGS = 16
+StopString = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 # The org only picks experiments (targeting); it is in no event, so it keeps the gateway's rule.
 Org = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-
-
-# File extension -> language name, as IDE plugins name them (VS Code language identifiers).
-EXTENSION_LANGUAGES = {
-    "py": "python",
-    "pyi": "python",
-    "js": "javascript",
-    "jsx": "javascriptreact",
-    "mjs": "javascript",
-    "ts": "typescript",
-    "tsx": "typescriptreact",
-    "java": "java",
-    "kt": "kotlin",
-    "go": "go",
-    "rs": "rust",
-    "c": "c",
-    "h": "c",
-    "cc": "cpp",
-    "cpp": "cpp",
-    "hpp": "cpp",
-    "cs": "csharp",
-    "rb": "ruby",
-    "php": "php",
-    "swift": "swift",
-    "scala": "scala",
-    "sh": "shellscript",
-    "sql": "sql",
-    "lua": "lua",
-}
-
-
-def language_of(filepath: str | None) -> str:
-    """The language of ``filepath`` by its extension, or ``unknown``."""
-    if not filepath:
-        return "unknown"
-    name = filepath.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
-    _, dot, extension = name.rpartition(".")
-    return EXTENSION_LANGUAGES.get(extension.lower(), "unknown") if dot else "unknown"
 
 
 class CompletionRequest(BaseModel):
@@ -76,24 +43,18 @@ class CompletionRequest(BaseModel):
     prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)]
     # Code after the cursor.
     suffix: Text | None = None
-    # The developer: the unit experiments assign by (the events' user_id).
-    user: Id
+    # The developer: the unit experiments assign by (the events' user_id). A personal API key's
+    # user replaces it; with a shared key it is required (``deps.Caller.user_for``).
+    user: Id | None = None
     max_tokens: Annotated[int, Field(ge=1, le=4096)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    stop: (
-        Annotated[str, StringConstraints(min_length=1, max_length=64)]
-        | Annotated[
-            list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
-            Field(max_length=8),
-        ]
-        | None
-    ) = None
+    stop: StopString | list[StopString] | None = None
     n: Annotated[int, Field(ge=1, le=8)] = 1
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     # CodeLift's own (send them with the openai client's ``extra_body``).
-    # Lower-cased; inferred from ``filepath``'s extension when not sent (see ``language_of``).
+    # Folded onto the project's language ids, or taken from ``filepath`` (``core.languages``).
     language: Label | None = None
     filepath: Annotated[str, StringConstraints(max_length=4096)] | None = None
     trigger: Literal["auto", "manual"] = "auto"
@@ -108,6 +69,21 @@ class CompletionRequest(BaseModel):
     # When the IDE asked, by its clock; used for event times only with ``trust_client_time``.
     client_ts: Timestamp | None = None
 
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _at_most_16_stops(cls, value: Any) -> Any:
+        # Checked before the items, so the message names the real problem, not a type error.
+        if isinstance(value, list) and len(value) > MAX_STOP_STRINGS:
+            raise ValueError(
+                f"at most {MAX_STOP_STRINGS} stop strings are accepted, got {len(value)}"
+            )
+        return value
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a chunk carrying the token usage (``stream_options``)."""
+        return bool((self.stream_options or {}).get("include_usage"))
+
     @property
     def prompt_text(self) -> str:
         """The code before the cursor."""
@@ -115,10 +91,10 @@ class CompletionRequest(BaseModel):
 
     @property
     def language_name(self) -> str:
-        """The language experiments target by: sent, else from the file's extension."""
-        if self.language is not None:
-            return self.language.lower()
-        return language_of(self.filepath)
+        """The language experiments target by: a known one sent, else the file's, else ``other``
+        (something unknown was sent) or ``unknown`` (nothing was); the collector folds the
+        same way."""
+        return resolve_language(self.language, self.filepath)
 
     @property
     def stop_strings(self) -> tuple[str, ...]:

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from core.request_body import BodyTooLarge, BodyTooSlow, read_limited
 from serving.gateway.deps import GatewayState
+from serving.gateway.dialects import (
+    FIM,
+    INFILL,
+    OPENAI,
+    TABBY,
+    TGI,
+    Dialect,
+    is_tabby,
+    reshape_stream,
+    warmup_body,
+)
 from serving.gateway.errors import (
     GatewayError,
     body_too_large,
     body_too_slow,
     error_response,
-    from_validation_error,
+    unknown_model,
 )
-from serving.gateway.protocol import CompletionRequest, ErrorResponse, ModelList
+from serving.gateway.protocol import ErrorResponse, ModelCard, ModelList
 
 router = APIRouter()
 
@@ -83,8 +92,8 @@ async def _cancel_on_disconnect(request: Request, work: Awaitable[T]) -> tuple[b
             watcher.cancel()
 
 
-async def create_completion(request: Request) -> Response:
-    """Complete the code at the cursor (OpenAI's completions API; arms in ``codelift``)."""
+async def _serve(request: Request, dialect: Dialect | None) -> Response:
+    """Admit, read, parse (by ``dialect``; None: OpenAI's or Tabby's, by the body), serve."""
     started = time.perf_counter()
     state = _state(request)
     caller = await state.admit(request.headers.get("authorization"))
@@ -100,10 +109,19 @@ async def create_completion(request: Request) -> Response:
         return _error(state, body_too_large(str(exc)))
     except BodyTooSlow as exc:
         return _error(state, body_too_slow(str(exc)))
-    try:
-        body = CompletionRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        return _error(state, from_validation_error(exc))
+    if dialect is None:
+        dialect = TABBY if is_tabby(raw) else OPENAI
+    parsed = dialect.parse(raw)
+    if isinstance(parsed, GatewayError):
+        return _error(state, parsed, shape=dialect.shape_error)
+    if dialect.warmup is not None and dialect.warmup(parsed, raw):
+        return Response(dialect.encode(warmup_body(dialect)), media_type="application/json")
+    body = parsed
+    user = caller.user_for(body.user)
+    if isinstance(user, GatewayError):
+        return _error(state, user, shape=dialect.shape_error)
+    if user != body.user:
+        body = body.model_copy(update={"user": user})
     if body.variant is not None:
         refused = caller.may_choose_variant()
         if refused is not None:
@@ -113,16 +131,16 @@ async def create_completion(request: Request) -> Response:
     service = state.service
     prepared = service.prepare(body, request_id=uuid.uuid4().hex, started=started)
     if isinstance(prepared, GatewayError):
-        return _error(state, prepared)
+        return _error(state, prepared, shape=dialect.shape_error)
     if body.stream:
         finished, events = await _cancel_on_disconnect(request, service.open_stream(prepared))
         if not finished or events is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         if isinstance(events, GatewayError):
-            return _error(state, events, prepared.headers())
+            return _error(state, events, prepared.headers(), dialect.shape_error)
         state.metrics.completions.labels("200").inc()
         return StreamingResponse(
-            events,
+            reshape_stream(dialect, events),
             media_type="text/event-stream",
             headers={**prepared.headers(), "Cache-Control": "no-cache"},
         )
@@ -131,21 +149,60 @@ async def create_completion(request: Request) -> Response:
         state.metrics.completions.labels(str(CLIENT_CLOSED_REQUEST)).inc()
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     if isinstance(result, GatewayError):
-        return _error(state, result, prepared.headers())
+        return _error(state, result, prepared.headers(), dialect.shape_error)
     state.metrics.completions.labels("200").inc()
-    return Response(json.dumps(result), media_type="application/json", headers=prepared.headers())
+    return Response(
+        dialect.encode(dialect.shape(result)),
+        media_type="application/json",
+        headers=prepared.headers(),
+    )
 
 
-# A plain Starlette route: FastAPI's parameter machinery has nothing to do for a raw body and
-# cost a fifth of the gateway's time per request. The schema is documented in main._openapi.
-router.routes.append(Route("/v1/completions", create_completion, methods=["POST"]))
+async def create_completion(request: Request) -> Response:
+    """Complete the code at the cursor (OpenAI's completions API; arms in ``codelift``).
+
+    Tabby's native body (``segments`` instead of ``prompt``) is served here too, in Tabby's
+    response shape. A ``prompt`` already rendered with a fill-in-the-middle template (Continue,
+    llm-ls) is split back into prefix and suffix rather than templated twice.
+    """
+    return await _serve(request, None)
+
+
+async def create_fim_completion(request: Request) -> Response:
+    """Mistral-style fill-in-the-middle (``prompt`` + ``suffix``), as Continue calls it."""
+    return await _serve(request, FIM)
+
+
+async def infill(request: Request) -> Response:
+    """llama.cpp server's ``/infill`` (llama.vscode, llama.vim)."""
+    return await _serve(request, INFILL)
+
+
+async def generate(request: Request) -> Response:
+    """text-generation-inference's ``/generate`` (llm-ls's TGI backend)."""
+    return await _serve(request, TGI)
+
+
+# Plain Starlette routes: FastAPI's parameter machinery has nothing to do for a raw body and
+# cost a fifth of the gateway's time per request. The schemas are documented in main._openapi.
+router.routes.extend(
+    [
+        Route("/v1/completions", create_completion, methods=["POST"]),
+        Route("/v1/fim/completions", create_fim_completion, methods=["POST"]),
+        Route("/infill", infill, methods=["POST"]),
+        Route("/generate", generate, methods=["POST"]),
+    ]
+)
 
 
 def _error(
-    state: GatewayState, error: GatewayError, headers: dict[str, str] | None = None
+    state: GatewayState,
+    error: GatewayError,
+    headers: dict[str, str] | None = None,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Response:
     state.metrics.completions.labels(str(error.status)).inc()
-    return error_response(error, headers)
+    return error_response(error, headers, shape)
 
 
 @router.get("/v1/models", response_model=ModelList, responses=_ERRORS)
@@ -156,6 +213,21 @@ async def list_models(request: Request) -> Response:
     if isinstance(caller, GatewayError):
         return _error(state, caller)
     return Response(state.service.model_list().model_dump_json(), media_type="application/json")
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS)
+async def retrieve_model(
+    request: Request, model_id: Annotated[str, Path(min_length=1, max_length=200)]
+) -> Response:
+    """One model or adapter the gateway's variants serve (``openai``'s ``models.retrieve``)."""
+    state = _state(request)
+    caller = await state.admit(request.headers.get("authorization"))
+    if isinstance(caller, GatewayError):
+        return _error(state, caller)
+    card = state.service.models().get(model_id)
+    if card is None:
+        return _error(state, unknown_model(model_id))
+    return Response(card.model_dump_json(), media_type="application/json")
 
 
 @router.get("/healthz", include_in_schema=False)

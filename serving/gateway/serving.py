@@ -59,6 +59,19 @@ COLLECTOR_MAX_SKEW = dt.timedelta(
 MAX_ERROR_CHARS = 4000
 
 
+def code_around_cursor(request: CompletionRequest) -> tuple[str, str]:
+    """The code before and after the cursor; a prompt the client already rendered with a
+    fill-in-the-middle template (Continue, llm-ls) is split back, never templated twice."""
+    prefix, suffix = request.prompt_text, request.suffix
+    if suffix is None:
+        rendered = fim.split_rendered(prefix)
+        if rendered is not None:
+            # The preamble (repository or file markers of the client's family) is dropped: the
+            # arm's own template and model may not know those tokens.
+            return rendered.prefix, rendered.suffix
+    return prefix, suffix or ""
+
+
 class CompletionService:
     """Serves completions for the routes; holds no per-request state."""
 
@@ -140,6 +153,9 @@ class CompletionService:
         """Assign an arm, check the request against it, and render the backend request."""
         if request.stream and request.n > 1:
             return bad_request("n must be 1 when stream is true", param="n")
+        if request.user is None:
+            # The route resolves the user from the key first; this guards other callers.
+            return bad_request("user is required", param="user")
         if request.model != DEFAULT_MODEL_ALIAS and request.model not in self.models():
             return unknown_model(request.model)
         event_time = request.client_ts if self.settings.trust_client_time else None
@@ -183,9 +199,10 @@ class CompletionService:
         max_tokens = decoding.max_tokens
         if request.max_tokens is not None:
             max_tokens = min(max_tokens, request.max_tokens)
+        prefix, suffix = code_around_cursor(request)
         cut = cut_to_budget(
-            request.prompt_text,
-            request.suffix or "",
+            prefix,
+            suffix,
             budget=fit_to_context(
                 variant.context_tokens,
                 context_length=backend.context_length,
@@ -384,6 +401,8 @@ class CompletionService:
             result = processor.result or Processed(processor.sent)
             finish_reason = openai_finish_reason(result, backend_reason)
             yield self._sse(prepared, created, rest, finish_reason)
+            if prepared.request.include_usage:
+                yield self._usage_sse(prepared, created, prompt_tokens, processor.sent)
             yield b"data: [DONE]\n\n"
         except BackendError as exc:
             gateway_error = self._backend_error(prepared, exc)
@@ -420,6 +439,23 @@ class CompletionService:
                 "model": prepared.variant.model,
                 "adapter": prepared.variant.adapter,
             }
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    def _usage_sse(self, prepared: Prepared, created: int, prompt_tokens: int, text: str) -> bytes:
+        """OpenAI's last chunk with ``stream_options.include_usage``: no choices, the usage."""
+        completion_tokens = prepared.backend.count_tokens(text) if text else 0
+        body = {
+            "id": prepared.suggestion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": prepared.response_model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
         return b"data: " + json.dumps(body).encode() + b"\n\n"
 
     # --- logging --------------------------------------------------------------------------------
