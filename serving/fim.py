@@ -7,6 +7,7 @@ markers silently degrades every completion, so tests compare them character for 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from experiments.variants import FimFamily
 
@@ -121,16 +122,7 @@ class RenderedPrompt:
 
 def _markers(template: FimTemplate) -> list[str]:
     """The literal pieces of a template around ``{prefix}`` and ``{suffix}``, in order."""
-    pieces: list[str] = []
-    rest = template.template
-    while rest:
-        at = min((i for i in (rest.find("{prefix}"), rest.find("{suffix}")) if i >= 0), default=-1)
-        if at < 0:
-            pieces.append(rest)
-            break
-        pieces.append(rest[:at])
-        rest = rest[at + len("{prefix}") :]  # both placeholders are 8 characters long
-    return pieces
+    return re.split(r"\{prefix\}|\{suffix\}", template.template)
 
 
 # Families whose markers are unmistakable in source code (InCoder's are generic masks, and

@@ -20,12 +20,18 @@ import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from serving.gateway.client_bodies import (
+    FimCompletion,
+    InfillRequest,
+    TabbyCompletion,
+    TgiGenerate,
+)
 from serving.gateway.errors import GatewayError, from_validation_error
-from serving.gateway.protocol import MAX_STOP_STRINGS, CompletionRequest, StopString, Text
+from serving.gateway.protocol import CompletionRequest
 
 Shape = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -150,32 +156,6 @@ OPENAI = Dialect("openai", _parse_openai, _same, _same)
 # --- tabby (native) -----------------------------------------------------------------------------
 
 
-class TabbySegments(BaseModel):
-    """The code around the cursor as Tabby's extensions send it."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    prefix: Text
-    suffix: Text | None = None
-    # A path relative to the workspace, or a URI (``file:///…``, ``untitled:…``).
-    filepath: Annotated[str, StringConstraints(max_length=4096)] | None = None
-    git_url: Annotated[str, StringConstraints(max_length=4096)] | None = None
-
-
-class TabbyCompletion(BaseModel):
-    """Tabby's ``POST /v1/completions`` body (its extensions' native API)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    segments: TabbySegments
-    # The editor's language identifier (VS Code's: ``typescriptreact``, ``python``…).
-    language: Annotated[str, StringConstraints(max_length=64)] | None = None
-    user: Annotated[str, StringConstraints(max_length=128)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    seed: int | None = None
-    mode: str | None = None
-
-
 def is_tabby(raw: bytes) -> bool:
     """Whether a ``/v1/completions`` body is Tabby's native one (``segments``, no ``prompt``)."""
     # A cheap look before a full parse: the OpenAI body is by far the common one.
@@ -214,23 +194,6 @@ TABBY = Dialect("tabby", _parser(TabbyCompletion, _tabby_fields), _shape_tabby, 
 
 
 # --- fim (Mistral / Codestral style) ------------------------------------------------------------
-
-
-class FimCompletion(BaseModel):
-    """``POST /v1/fim/completions``: Mistral's fill-in-the-middle API, as Continue calls it."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "codelift"
-    prompt: Text
-    suffix: Text | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=4096)] | None = None
-    min_tokens: Annotated[int, Field(ge=0)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = None
-    stream: bool = False
-    random_seed: int | None = None
 
 
 def _fim_fields(body: FimCompletion) -> dict[str, Any]:
@@ -293,35 +256,6 @@ FIM = Dialect("fim", _parser(FimCompletion, _fim_fields), _shape_fim, _shape_fim
 # --- infill (llama.cpp server) ------------------------------------------------------------------
 
 
-class ExtraChunk(BaseModel):
-    """A piece of context from another file (llama.vscode's ring buffer of chunks)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    filename: Annotated[str, StringConstraints(max_length=4096)] | None = None
-    text: Text = ""
-
-
-class InfillRequest(BaseModel):
-    """llama.cpp server's ``POST /infill``, as llama.vscode and llama.vim send it."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    input_prefix: Text = ""
-    input_suffix: Text = ""
-    # Context chunks from other files: accepted, not sent to the model (the arm's template
-    # decides the prompt, and chunks would eat its context budget).
-    input_extra: Annotated[list[ExtraChunk], Field(max_length=256)] = []
-    # The current line up to the cursor: it follows ``input_prefix``.
-    prompt: Text = ""
-    # -1 (llama.cpp's "until done") leaves the arm's limit.
-    n_predict: Annotated[int, Field(ge=-1, le=4096)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    stop: Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = None
-    stream: bool = False
-
-
 def _infill_fields(body: InfillRequest) -> dict[str, Any]:
     max_tokens = body.n_predict if body.n_predict is not None and body.n_predict > 0 else None
     return {
@@ -350,13 +284,6 @@ def _infill_warmup(request: CompletionRequest, raw: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(body, dict) and body.get("n_predict") == 0
-
-
-class TgiError(BaseModel):
-    """TGI's error body."""
-
-    error: str
-    error_type: str
 
 
 def _tgi_error(body: dict[str, Any]) -> dict[str, Any]:
@@ -411,29 +338,6 @@ INFILL = Dialect(
 
 
 # --- tgi (text-generation-inference) ------------------------------------------------------------
-
-
-class TgiParameters(BaseModel):
-    """TGI's generation parameters, the ones a completion client sets."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    do_sample: bool | None = None
-    stop: Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = None
-    return_full_text: bool | None = None
-
-
-class TgiGenerate(BaseModel):
-    """``POST /generate``: llm-ls's TGI backend (``inputs``: the FIM-rendered prompt)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    inputs: Text
-    parameters: TgiParameters = TgiParameters()
-    stream: bool = False
 
 
 def _tgi_fields(body: TgiGenerate) -> dict[str, Any]:

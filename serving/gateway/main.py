@@ -36,9 +36,9 @@ from core.request_body import BodyLimits, BodyTooLarge
 from experiments.assignment.service import AssignmentService
 from serving.backend import Backend
 from serving.gateway import routes
+from serving.gateway.client_bodies import FimCompletion, InfillRequest, TgiError, TgiGenerate
 from serving.gateway.config import GatewaySettings
 from serving.gateway.deps import ANONYMOUS, GatewayState
-from serving.gateway.dialects import FimCompletion, InfillRequest, TgiError, TgiGenerate
 from serving.gateway.errors import (
     GatewayError,
     body_too_large,

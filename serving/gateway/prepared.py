@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Mapping
+from typing import Any
 
 from experiments.variants import Variant
 from serving.backend import Backend, GenerationRequest
@@ -57,3 +59,50 @@ def openai_finish_reason(processed: Processed, backend_reason: str) -> str:
     if processed.stopped or processed.trimmed or processed.dropped:
         return "stop"
     return backend_reason if backend_reason in ("stop", "length") else "stop"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """OpenAI's ``usage`` object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _event(body: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def chunk_event(prepared: Prepared, created: int, text: str, finish: str | None) -> bytes:
+    """One streamed chunk (server-sent event); the last one (a finish reason) carries the arms."""
+    body: dict[str, Any] = {
+        "id": prepared.suggestion_id,
+        "object": "text_completion",
+        "created": created,
+        "model": prepared.response_model,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+    }
+    if finish is not None:
+        body["codelift"] = {
+            "suggestion_id": prepared.suggestion_id,
+            "request_id": prepared.request_id,
+            "arms": prepared.arms,
+            "model": prepared.variant.model,
+            "adapter": prepared.variant.adapter,
+        }
+    return _event(body)
+
+
+def usage_event(prepared: Prepared, created: int, counts: dict[str, int]) -> bytes:
+    """OpenAI's last chunk with ``stream_options.include_usage``: no choices, the usage."""
+    return _event(
+        {
+            "id": prepared.suggestion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": prepared.response_model,
+            "choices": [],
+            "usage": counts,
+        }
+    )

@@ -41,7 +41,15 @@ from serving.gateway.errors import (
     unknown_model,
 )
 from serving.gateway.metrics import GatewayMetrics
-from serving.gateway.prepared import Prepared, arms_header, line_count, openai_finish_reason
+from serving.gateway.prepared import (
+    Prepared,
+    arms_header,
+    chunk_event,
+    line_count,
+    openai_finish_reason,
+    usage,
+    usage_event,
+)
 from serving.gateway.protocol import CompletionRequest, ModelCard, ModelList
 from serving.postprocess import Processed, StreamingPostprocessor, postprocess
 
@@ -282,11 +290,7 @@ class CompletionService:
             "created": int(time.time()),
             "model": prepared.response_model,
             "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage(prompt_tokens, completion_tokens),
             "codelift": self._codelift_field(
                 prepared, latency_ms=latency_ms, backend_ms=backend_ms, dropped=first.dropped
             ),
@@ -386,7 +390,7 @@ class CompletionService:
             while chunk is not None:
                 delta = processor.feed(chunk.text)
                 if delta:
-                    yield self._sse(prepared, created, delta, None)
+                    yield chunk_event(prepared, created, delta, None)
                 if chunk.finish_reason is not None:
                     backend_reason = chunk.finish_reason
                     prompt_tokens = chunk.prompt_tokens or prompt_tokens
@@ -400,9 +404,10 @@ class CompletionService:
             rest = processor.finish()
             result = processor.result or Processed(processor.sent)
             finish_reason = openai_finish_reason(result, backend_reason)
-            yield self._sse(prepared, created, rest, finish_reason)
+            yield chunk_event(prepared, created, rest, finish_reason)
             if prepared.request.include_usage:
-                yield self._usage_sse(prepared, created, prompt_tokens, processor.sent)
+                completion_tokens = prepared.backend.count_tokens(processor.sent)
+                yield usage_event(prepared, created, usage(prompt_tokens, completion_tokens))
             yield b"data: [DONE]\n\n"
         except BackendError as exc:
             gateway_error = self._backend_error(prepared, exc)
@@ -422,41 +427,6 @@ class CompletionService:
                 prompt_tokens=prompt_tokens,
                 error=error,
             )
-
-    def _sse(self, prepared: Prepared, created: int, text: str, finish: str | None) -> bytes:
-        body: dict[str, Any] = {
-            "id": prepared.suggestion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": prepared.response_model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-        }
-        if finish is not None:
-            body["codelift"] = {
-                "suggestion_id": prepared.suggestion_id,
-                "request_id": prepared.request_id,
-                "arms": prepared.arms,
-                "model": prepared.variant.model,
-                "adapter": prepared.variant.adapter,
-            }
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-    def _usage_sse(self, prepared: Prepared, created: int, prompt_tokens: int, text: str) -> bytes:
-        """OpenAI's last chunk with ``stream_options.include_usage``: no choices, the usage."""
-        completion_tokens = prepared.backend.count_tokens(text) if text else 0
-        body = {
-            "id": prepared.suggestion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": prepared.response_model,
-            "choices": [],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
 
     # --- logging --------------------------------------------------------------------------------
 
